@@ -1,0 +1,61 @@
+"""Orbax checkpoints of the train state together with the input iterator's position.
+
+Saves are synchronous and atomic (Orbax writes a temporary directory and renames it), so a
+crash or a kill never leaves a half-written checkpoint that a restart would read; leftover
+temporaries are cleaned up on the next start.
+"""
+
+import pathlib
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from recjax.errors import RecjaxError
+
+
+class Checkpointer:
+  """One Orbax manager over `<workdir>/checkpoints` with items `state` and `data`."""
+
+  def __init__(self, workdir, keep: int = 2):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False,
+            cleanup_tmp_directories=True),
+        item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_iterator=None) -> None:
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, abstract_state, data_iterator=None, step: int | None = None):
+    """Restores onto `abstract_state`'s shapes and shardings (another mesh is fine)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise RecjaxError(f"{self.directory}: no checkpoint to restore; run `recjax train` first")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+      raise RecjaxError(
+          f"{self.directory}/{step}: the checkpoint does not fit this config's model and "
+          f"tables (was it written by another experiment?): {str(e)[:500]}") from None
+    return restored["state"]
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_with_shardings(state_shapes, sharding) -> object:
+  """ShapeDtypeStructs carrying the target sharding, for a restore onto this mesh."""
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)

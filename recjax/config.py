@@ -1,0 +1,222 @@
+"""Experiment configs: load `configs/<exp>.py`, apply `--config.a.b=v` overrides, validate.
+
+A config file defines `get_config(arg=None)` returning a locked `ml_collections.ConfigDict`.
+This module is the one place where a ConfigDict becomes the frozen dataclasses that the
+rest of recjax receives; a misspelt key or a value of the wrong type fails here, naming the
+key and the nearest valid keys, before any data is read or any checkpoint is written.
+"""
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import pathlib
+import types
+import typing
+from typing import Any
+
+import flax.linen as nn
+import ml_collections
+
+from recjax import embedding
+from recjax import features as features_lib
+from recjax import optim
+from recjax.errors import ConfigError
+from recjax.models import MODELS
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """Where the rows are and how to read them."""
+  train: tuple[str, ...]            # file paths or glob patterns
+  eval: tuple[str, ...] = ()
+  format: str = "csv"               # csv | parquet
+  columns: tuple[str, ...] = ()     # CSV column names when the files have no header
+  header: bool = True
+  delimiter: str = ","
+  strip_whitespace: bool = False    # trim spaces around CSV fields ("a, b" files)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+  """The label column; string labels are 1 when in `positive`, numeric ones are used as is."""
+  column: str
+  positive: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  batch_size: int = 256
+  epochs: int = 1
+  steps: int = 0                    # 0: epochs x batches per epoch
+  eval_batch_size: int = 4096
+  seed: int = 0
+  log_every: int = 100
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 2
+  progress_bar: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSpec:
+  enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  data: DataSpec
+  label: LabelSpec
+  features: tuple[features_lib.Feature, ...]
+  groups: tuple[features_lib.Group, ...]
+  model_name: str
+  model: Any                        # the model's own frozen config (its Flax module's fields)
+  train: TrainSpec
+  dense_optimizer: optim.DenseOptimizer
+  sparse_optimizer: embedding.SparseOptimizer
+  export: ExportSpec
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+  path, _, arg = spec.partition(":")
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise ConfigError(f"config file not found: {path}")
+  module_spec = importlib.util.spec_from_file_location(f"recjax_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path} defines no get_config(arg)")
+  config = module.get_config(arg or None)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
+  config.lock()
+  return config
+
+
+def _nearest(key: str, valid) -> str:
+  valid = sorted(valid)
+  close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+  hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+  return f"{hint}valid keys: {', '.join(valid)}"
+
+
+def override(config: ml_collections.ConfigDict, assignment: str) -> None:
+  """Applies one `a.b.c=value` override; the value is a Python literal or a bare string."""
+  path, sep, text = assignment.partition("=")
+  if not sep:
+    raise ConfigError(f"--config.{assignment}: expected --config.KEY=VALUE")
+  keys = path.split(".")
+  node = config
+  for depth, key in enumerate(keys):
+    where = ".".join(keys[: depth + 1])
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise ConfigError(f"--config.{where}: {'.'.join(keys[:depth])} is not a section")
+    if key not in node:
+      raise ConfigError(f"--config.{where}: no such key; {_nearest(key, node.keys())}")
+    if depth < len(keys) - 1:
+      node = node[key]
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  old = node[keys[-1]]
+  if isinstance(old, tuple) and isinstance(value, (list, str)):
+    value = tuple(value) if isinstance(value, list) else tuple(v for v in value.split(",") if v)
+  try:
+    with node.unlocked():
+      node[keys[-1]] = value
+  except TypeError:
+    raise ConfigError(
+        f"--config.{path}={text}: expected a {type(old).__name__} like {old!r}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+  """Checks `value` against a dataclass field's type hint, converting only losslessly."""
+  origin = typing.get_origin(hint)
+  if hint is Any:
+    return value
+  if origin in (typing.Union, types.UnionType):
+    for option in typing.get_args(hint):
+      try:
+        return _coerce(value, option, key)
+      except ConfigError:
+        pass
+    raise ConfigError(f"{key}: {value!r} does not fit {hint}")
+  if origin is tuple:
+    if not isinstance(value, (tuple, list)):
+      raise ConfigError(f"{key}: expected a tuple, got {value!r}")
+    (item,) = typing.get_args(hint)[:1]
+    return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+  if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if hint is type(None) and value is None:
+    return None
+  if isinstance(hint, type) and isinstance(value, hint) and not (
+      hint is int and isinstance(value, bool)):
+    return value
+  raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build(cls, values, key: str, **fixed):
+  """Builds frozen dataclass `cls` from a mapping; unknown keys and bad types name the key."""
+  if isinstance(values, ml_collections.ConfigDict):
+    values = values.to_dict()
+  values = dict(values or {})
+  hints = typing.get_type_hints(cls)
+  # A Flax module's own `parent` and `name` fields are not config.
+  internal = ("parent", "name") if issubclass(cls, nn.Module) else ()
+  fields = {f.name: f for f in dataclasses.fields(cls)
+            if f.init and f.name not in internal and f.name not in fixed}
+  for name in values:
+    if name not in fields:
+      raise ConfigError(f"{key}.{name}: no such key; {_nearest(name, fields)}")
+  kwargs = dict(fixed)
+  for name, field in fields.items():
+    if name in values:
+      kwargs[name] = _coerce(values[name], hints[name], f"{key}.{name}")
+    elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+      raise ConfigError(f"{key}.{name}: required key is missing")
+  try:
+    return cls(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"{key}: {e}") from None
+
+
+_SECTIONS = ("data", "label", "features", "groups", "model", "train", "optimizer", "export")
+
+
+def experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates a whole experiment config into an `Experiment`."""
+  for name in config.keys():
+    if name not in _SECTIONS:
+      raise ConfigError(f"config.{name}: no such section; {_nearest(name, _SECTIONS)}")
+  for name in ("data", "label", "features", "groups", "model"):
+    if name not in config:
+      raise ConfigError(f"config.{name}: required section is missing")
+  features = tuple(features_lib.build_feature(name, dict(spec), f"features.{name}", build)
+                   for name, spec in config.features.items())
+  groups = tuple(build(features_lib.Group, spec, f"groups.{name}", name=name)
+                 for name, spec in config.groups.items())
+  features_lib.check_groups(features, groups)
+  model_values = dict(config.model)
+  model_name = model_values.pop("name", None)
+  if model_name not in MODELS:
+    raise ConfigError(f"model.name: {model_name!r} is not a model; {_nearest(str(model_name), MODELS)}")
+  optimizer = dict(config.get("optimizer") or {})
+  unknown = set(optimizer) - {"dense", "sparse"}
+  if unknown:
+    name = sorted(unknown)[0]
+    raise ConfigError(f"optimizer.{name}: no such key; {_nearest(name, ('dense', 'sparse'))}")
+  return Experiment(
+      data=build(DataSpec, config.data, "data"),
+      label=build(LabelSpec, config.label, "label"),
+      features=features,
+      groups=groups,
+      model_name=model_name,
+      model=build(MODELS[model_name], model_values, "model"),
+      train=build(TrainSpec, config.get("train"), "train"),
+      dense_optimizer=build(optim.DenseOptimizer, optimizer.get("dense"), "optimizer.dense"),
+      sparse_optimizer=build(embedding.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
+      export=build(ExportSpec, config.get("export"), "export"),
+  )

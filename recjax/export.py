@@ -1,0 +1,93 @@
+"""Export to a TF SavedModel that takes raw columns and returns probabilities.
+
+The signature has one named input per raw column the features read (strings for id features,
+float32 for numeric ones, any batch size). Inside, the TF twins of the feature transforms
+(`features.TfTransform`) compute the very ids and values the training pipeline computed,
+tables are TF variables looked up with the same pooling, and the dense tower is the JAX
+model converted by jax2tf (StableHLO in one TF op, batch dimension polymorphic).
+"""
+
+import pathlib
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.experimental import jax2tf
+
+from recjax import embedding
+from recjax import features as features_lib
+
+SIGNATURE = "serving_default"
+OUTPUT = "probability"
+
+
+def serving_inputs(experiment) -> dict[str, tf.TensorSpec]:
+  """One [None] TensorSpec per raw column, named after the column."""
+  specs = {}
+  for feature in experiment.features:
+    dtype = tf.string if isinstance(feature, features_lib.IdFeature) else tf.float32
+    specs[feature.column] = tf.TensorSpec([None], dtype, name=feature.column)
+  return specs
+
+
+def _tf_lookup(tables, plans, ids, weights):
+  """TF twin of `embedding.lookup` (same pooling coefficients)."""
+  out = {}
+  for plan in plans:
+    pooled = []
+    for feature, column in zip(plan.features, plan.columns):
+      rows = tf.gather(tables[plan.name][feature], ids[:, column])          # [B, L, D]
+      w = weights[:, column]
+      if plan.combiner == "mean":
+        w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
+      elif plan.combiner == "sqrtn":
+        w = w * tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, -1, keepdims=True), 1e-24))
+      pooled.append(tf.einsum("bl,bld->bd", w, rows))
+    out[plan.name] = tf.stack(pooled, 1)
+  return out
+
+
+class ServingModule(tf.Module):
+  """Raw columns -> TF feature transforms -> table lookup -> jax2tf dense tower -> sigmoid."""
+
+  def __init__(self, experiment, state):
+    super().__init__()
+    self.transform = features_lib.TfTransform(experiment.features)
+    _, self._plans = embedding.plan(experiment.features, experiment.groups)
+    to_variable = lambda x: tf.Variable(np.asarray(x), trainable=False)
+    self.tables = jax.tree.map(to_variable, jax.device_get(state.tables))
+    self.params = jax.tree.map(to_variable, jax.device_get(state.params))
+    model, task = experiment.model, experiment.model.task
+
+    def tower(params, embedded, dense):
+      return jax.nn.sigmoid(model.apply({"params": params}, embedded, dense)[task])
+
+    self._tower = jax2tf.convert(
+        tower, with_gradient=False,
+        polymorphic_shapes=[None, {p.name: "(b, ...)" for p in self._plans}, "(b, ...)"])
+    self.serve = tf.function(self._serve, input_signature=[serving_inputs(experiment)],
+                             autograph=False)
+
+  def _serve(self, columns):
+    batch = self.transform(columns)
+    embedded = _tf_lookup(self.tables, self._plans, batch["ids"], batch["weights"])
+    return {OUTPUT: self._tower(self.params, embedded, batch["dense"])}
+
+
+def export(experiment, state, directory) -> pathlib.Path:
+  """Writes the SavedModel to `directory` atomically (a temporary sibling, then a rename)."""
+  directory = pathlib.Path(directory).absolute()
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  module = ServingModule(experiment, state)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+  try:
+    tf.saved_model.save(module, str(tmp),
+                        signatures={SIGNATURE: module.serve.get_concrete_function()})
+    if directory.exists():
+      shutil.rmtree(directory)
+    tmp.rename(directory)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return directory

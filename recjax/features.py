@@ -1,0 +1,185 @@
+"""Feature kinds, declared once, with a numpy transform for training and a TF twin for serving.
+
+Both paths call the same hashing op (TensorFlow's FarmHash `to_hash_bucket_fast`) on whole
+columns, so an id computed in the Grain pipeline is the id the SavedModel computes online.
+Numeric transforms are float32 arithmetic written once for numpy and once for TF.
+
+The model sees two arrays per row: `ids` [F, L] (with `weights` [F, L]) holding every id
+feature in declaration order, and `dense` [D] holding every numeric feature.
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from recjax.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class IdFeature:
+  """A categorical column mapped to ids by hashing or by a vocabulary (with OOV buckets)."""
+  name: str
+  column: str = ""
+  hash_bucket_size: int = 0
+  vocabulary: tuple[str, ...] = ()
+  num_oov_buckets: int = 1
+
+  def __post_init__(self):
+    if bool(self.hash_bucket_size) == bool(self.vocabulary):
+      raise ValueError("set exactly one of hash_bucket_size and vocabulary")
+    if self.hash_bucket_size < 0 or self.num_oov_buckets < 1:
+      raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
+    if len(set(self.vocabulary)) != len(self.vocabulary):
+      raise ValueError("vocabulary holds duplicates")
+
+  @property
+  def num_ids(self) -> int:
+    return self.hash_bucket_size or len(self.vocabulary) + self.num_oov_buckets
+
+  def ids(self, values: np.ndarray) -> np.ndarray:
+    """numpy path: an object array of strings -> int32 ids."""
+    if self.hash_bucket_size:
+      return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
+    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    index = {v: i for i, v in enumerate(self.vocabulary)}
+    unique_ids = np.array([index.get(u, -1) for u in uniques], np.int64)
+    oov = unique_ids < 0
+    if oov.any():
+      unique_ids[oov] = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(
+          uniques[oov], self.num_oov_buckets).numpy()
+    return unique_ids[inverse.reshape(-1)].astype(np.int32)
+
+  def tf_table(self) -> tf.lookup.StaticHashTable | None:
+    """The vocabulary as a TF table (None when hashing); built once, tracked by the export."""
+    if not self.vocabulary:
+      return None
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.vocabulary, tf.string),
+            tf.range(len(self.vocabulary), dtype=tf.int64)),
+        default_value=-1)
+
+  def tf_ids(self, values: tf.Tensor, table=None) -> tf.Tensor:
+    """TF twin of `ids`: a string tensor -> int32 ids (`table` from `tf_table`)."""
+    if self.hash_bucket_size:
+      return tf.cast(tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size), tf.int32)
+    found = table.lookup(values)
+    oov = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(values, self.num_oov_buckets)
+    return tf.cast(tf.where(found < 0, oov, found), tf.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericFeature:
+  """A numeric column, optionally log1p-compressed, then standardised: (x - mean) / std."""
+  name: str
+  column: str = ""
+  log1p: bool = False
+  mean: float = 0.0
+  std: float = 1.0
+
+  def __post_init__(self):
+    if not self.std > 0:
+      raise ValueError("std must be positive")
+
+  def values(self, raw: np.ndarray) -> np.ndarray:
+    x = raw.astype(np.float32)
+    if self.log1p:
+      x = np.log1p(x)
+    return (x - np.float32(self.mean)) / np.float32(self.std)
+
+  def tf_values(self, raw: tf.Tensor) -> tf.Tensor:
+    x = tf.cast(raw, tf.float32)
+    if self.log1p:
+      x = tf.math.log1p(x)
+    return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+
+
+Feature = IdFeature | NumericFeature
+KINDS = {"id": IdFeature, "numeric": NumericFeature}
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """Id features that feed one part of a model, embedded with one dimension."""
+  name: str
+  features: tuple[str, ...]
+  dim: int
+  combiner: str = "sum"             # sum | mean | sqrtn (for multi-id features)
+  init_scale: float = 0.05
+
+  def __post_init__(self):
+    if self.dim < 1 or not self.features:
+      raise ValueError("a group needs features and a positive dim")
+    if self.combiner not in ("sum", "mean", "sqrtn"):
+      raise ValueError(f"combiner {self.combiner!r} is not one of sum, mean, sqrtn")
+
+
+def build_feature(name: str, spec: dict, key: str, build: Callable) -> Feature:
+  kind = spec.pop("kind", None)
+  if kind not in KINDS:
+    raise ConfigError(f"{key}.kind: {kind!r} is not a feature kind; valid kinds: {', '.join(KINDS)}")
+  spec.setdefault("column", name)
+  return build(KINDS[kind], spec, key, name=name)
+
+
+def check_groups(features, groups) -> None:
+  by_name = {f.name: f for f in features}
+  for group in groups:
+    for name in group.features:
+      if name not in by_name:
+        raise ConfigError(f"groups.{group.name}.features: {name!r} is not a declared feature; "
+                          f"declared: {', '.join(sorted(by_name))}")
+      if not isinstance(by_name[name], IdFeature):
+        raise ConfigError(f"groups.{group.name}.features: {name!r} is numeric; groups embed id "
+                          "features, numeric features feed the model's dense input")
+
+
+def id_features(features) -> tuple[IdFeature, ...]:
+  return tuple(f for f in features if isinstance(f, IdFeature))
+
+
+def numeric_features(features) -> tuple[NumericFeature, ...]:
+  return tuple(f for f in features if isinstance(f, NumericFeature))
+
+
+def transform(features, columns: dict[str, np.ndarray],
+              where: Callable[[int], str] = lambda row: f"row {row}") -> dict[str, np.ndarray]:
+  """numpy path over whole columns: raw columns -> {'ids', 'weights', 'dense'}.
+
+  `where(row)` names a row's origin (file and line) for the error on a non-finite value.
+  """
+  n = len(next(iter(columns.values())))
+  ids = [f.ids(columns[f.column]) for f in id_features(features)]
+  dense = [f.values(columns[f.column]) for f in numeric_features(features)]
+  ids = np.stack(ids, 1)[:, :, None] if ids else np.zeros((n, 0, 1), np.int32)
+  dense = np.stack(dense, 1) if dense else np.zeros((n, 0), np.float32)
+  bad = ~np.isfinite(dense)
+  if bad.any():
+    row, col = np.argwhere(bad)[0]
+    f = numeric_features(features)[col]
+    raise DataError(f"{where(row)}: column {f.column!r} holds {columns[f.column][row]!r}, "
+                    f"which feature {f.name!r} turns into {dense[row, col]}")
+  return {"ids": ids, "weights": np.ones(ids.shape, np.float32), "dense": dense}
+
+
+class TfTransform(tf.Module):
+  """TF twin of `transform`, used inside the exported SavedModel.
+
+  A tf.Module so that the vocabulary tables it owns are tracked and saved with the model.
+  """
+
+  def __init__(self, features):
+    super().__init__()
+    self._ids = id_features(features)
+    self._numeric = numeric_features(features)
+    self.vocabularies = {f.name: f.tf_table() for f in self._ids if f.vocabulary}
+
+  def __call__(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    batch = tf.shape(next(iter(columns.values())))[0]
+    ids = [f.tf_ids(columns[f.column], self.vocabularies.get(f.name)) for f in self._ids]
+    dense = [f.tf_values(columns[f.column]) for f in self._numeric]
+    ids = tf.stack(ids, 1)[:, :, None] if ids else tf.zeros([batch, 0, 1], tf.int32)
+    dense = tf.stack(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
+    return {"ids": ids, "weights": tf.ones(tf.shape(ids), tf.float32), "dense": dense}

@@ -1,0 +1,219 @@
+"""Input: read CSV / Parquet files, transform whole columns, and serve pre-batched blocks via Grain.
+
+A split is read and transformed once, column by column (vectorised numpy, the same hashing op
+as the SavedModel), into int32 ids, float32 dense values and labels. Training batches are a
+Grain `MapDataset` over batch indices: batch i of epoch e gathers rows
+`permutation(seed, e)[i*B:(i+1)*B]`, so one element is a whole numpy batch (no per-row Python)
+and the iterator state saved with a checkpoint resumes at exactly the next batch.
+
+Bad input never passes silently: a missing file, a row with the wrong number of fields, an
+unparsable or missing number and a non-finite value each raise `DataError` naming the file and
+the line (CSV) or row (Parquet).
+"""
+
+import csv
+import dataclasses
+import functools
+import glob
+import gzip
+
+import grain
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from recjax import features as features_lib
+from recjax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """A transformed split in memory: ids/weights [N, F, L], dense [N, D], label [N]."""
+  arrays: dict
+  files: tuple[str, ...]
+
+  @property
+  def rows(self) -> int:
+    return len(self.arrays["ids"])
+
+
+def resolve_files(patterns, key: str) -> list[str]:
+  files = []
+  for pattern in patterns:
+    matched = sorted(glob.glob(pattern))
+    if not matched:
+      raise DataError(f"{key}: no file matches {pattern!r}")
+    files.extend(matched)
+  return files
+
+
+def _open_text(path: str):
+  return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
+
+
+def _locate_csv_error(path, data, names, numeric, message) -> DataError:
+  """Slow, obvious scan that finds the line behind a pyarrow parse error."""
+  with _open_text(path) as f:
+    reader = csv.reader(f, delimiter=data.delimiter, skipinitialspace=data.strip_whitespace)
+    if data.header:
+      names = next(reader, names)
+    index = {name: i for i, name in enumerate(names)}
+    for row in reader:
+      if not row:
+        continue
+      if len(row) != len(names):
+        return DataError(f"{path}:{reader.line_num}: expected {len(names)} fields, found "
+                         f"{len(row)}: {data.delimiter.join(row)[:200]!r}")
+      for column in numeric:
+        text = row[index[column]].strip()
+        try:
+          float(text)
+        except ValueError:
+          what = "is empty" if not text else f"holds {text!r}, which is not a number"
+          return DataError(f"{path}:{reader.line_num}: column {column!r} {what}")
+  return DataError(f"{path}: {message}")
+
+
+def _read_csv(path, data, needed, numeric) -> pa.Table:
+  names = list(data.columns)
+  if data.header:
+    with _open_text(path) as f:
+      names = next(csv.reader(f, delimiter=data.delimiter, skipinitialspace=data.strip_whitespace), [])
+  elif not names:
+    raise DataError(f"{path}: data.header is False, so data.columns must name the columns")
+  missing = [c for c in needed if c not in names]
+  if missing:
+    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(names)}")
+  try:
+    return pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(column_names=None if data.header else names),
+        parse_options=pa_csv.ParseOptions(delimiter=data.delimiter),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=needed,
+            column_types={c: pa.float64() if c in numeric else pa.string() for c in needed},
+            null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False))
+  except pa.ArrowInvalid as e:
+    raise _locate_csv_error(path, data, names, numeric, str(e)) from None
+
+
+def _read_parquet(path, needed, numeric) -> pa.Table:
+  schema = pq.read_schema(path)
+  missing = [c for c in needed if c not in schema.names]
+  if missing:
+    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(schema.names)}")
+  table = pq.read_table(path, columns=needed)
+  for column in needed:
+    target = pa.float64() if column in numeric else pa.string()
+    try:
+      table = table.set_column(table.schema.get_field_index(column), column,
+                               table[column].cast(target))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+      raise DataError(f"{path}: column {column!r} cannot be read as {target}: {e}") from None
+  return table
+
+
+def read_columns(path, data, needed, numeric) -> dict[str, np.ndarray]:
+  """Reads `needed` columns of one file: numeric ones as float64, the others as str objects."""
+  try:
+    if data.format == "csv":
+      table = _read_csv(path, data, needed, numeric)
+    elif data.format == "parquet":
+      table = _read_parquet(path, needed, numeric)
+    else:
+      raise DataError(f"data.format: {data.format!r} is not one of csv, parquet")
+  except (FileNotFoundError, IsADirectoryError) as e:
+    raise DataError(f"{path}: {e.strerror}") from None
+  columns = {}
+  for name in needed:
+    array = table[name]
+    if array.null_count:
+      row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
+      raise DataError(f"{path}, data row {row + 1}: column {name!r} is empty")
+    if name not in numeric and data.strip_whitespace:
+      array = pc.utf8_trim_whitespace(array)
+    columns[name] = array.to_numpy(zero_copy_only=False)
+  return columns
+
+
+def _labels(path, label, values) -> np.ndarray:
+  if label.positive:
+    return np.isin(values, label.positive).astype(np.float32)
+  bad = ~((values == 0) | (values == 1))
+  if bad.any():
+    row = int(np.flatnonzero(bad)[0])
+    raise DataError(f"{path}, data row {row + 1}: label {label.column!r} is {values[row]!r}; "
+                    "numeric labels must be 0 or 1 (or set label.positive for string labels)")
+  return values.astype(np.float32)
+
+
+def load_split(experiment, split: str, *, with_labels: bool = True,
+               process_index: int = 0, process_count: int = 1) -> Split:
+  """Reads and transforms every file of `data.<split>` (this process's share of the rows)."""
+  data = experiment.data
+  patterns = getattr(data, split)
+  if not patterns:
+    raise DataError(f"data.{split}: no files configured")
+  files = resolve_files(patterns, f"data.{split}")
+  numeric = {f.column for f in features_lib.numeric_features(experiment.features)}
+  if with_labels and not experiment.label.positive:
+    numeric.add(experiment.label.column)
+  needed = list(dict.fromkeys(
+      [f.column for f in experiment.features] + ([experiment.label.column] if with_labels else [])))
+  parts = []
+  for path in files:
+    columns = read_columns(path, data, needed, numeric)
+    arrays = features_lib.transform(
+        experiment.features, columns, where=lambda row, p=path: f"{p}, data row {row + 1}")
+    if with_labels:
+      arrays["label"] = _labels(path, experiment.label, columns[experiment.label.column])
+    parts.append(arrays)
+  arrays = {k: np.concatenate([p[k] for p in parts])[process_index::process_count]
+            for k in parts[0]}
+  return Split(arrays, tuple(files))
+
+
+class _TrainBatches:
+  """Batch i of an endless sequence of epochs, each a fresh seeded permutation of the rows."""
+
+  def __init__(self, arrays, batch_size: int, seed: int):
+    self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
+    self.rows = len(arrays["ids"])
+    self.per_epoch = self.rows // batch_size
+
+  @functools.lru_cache(maxsize=2)
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+
+  def __call__(self, index: int) -> dict:
+    epoch, k = divmod(int(index), self.per_epoch)
+    rows = self._permutation(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+    return {name: array[rows] for name, array in self.arrays.items()}
+
+
+def batches_per_epoch(split: Split, batch_size: int) -> int:
+  return split.rows // batch_size
+
+
+def train_iterator(split: Split, batch_size: int, num_batches: int, seed: int,
+                   num_threads: int = 2):
+  """A checkpointable Grain iterator over `num_batches` shuffled training batches."""
+  if split.rows < batch_size:
+    raise DataError(f"{', '.join(split.files)}: {split.rows} rows, fewer than one batch "
+                    f"of {batch_size}")
+  dataset = grain.MapDataset.range(num_batches).map(_TrainBatches(split.arrays, batch_size, seed))
+  return iter(dataset.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)))
+
+
+def eval_batches(split: Split, batch_size: int):
+  """Every row once, in order; the last batch is padded and carries mask 0 on padding."""
+  for start in range(0, split.rows, batch_size):
+    batch = {k: v[start:start + batch_size] for k, v in split.arrays.items()}
+    n = len(batch["ids"])
+    pad = batch_size - n
+    batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    batch["mask"] = (np.arange(batch_size) < n).astype(np.float32)
+    yield batch

@@ -1,0 +1,100 @@
+"""The `recjax` command line, the only place that defines flags.
+
+  recjax train    --config configs/x.py[:arg] --workdir DIR [--config.a.b=value ...]
+  recjax evaluate --config ... --workdir DIR
+  recjax export   --config ... --workdir DIR [--output DIR]
+  recjax predict  --config ... --workdir DIR --input FILE --output FILE.csv
+
+`train` resumes from the workdir's last checkpoint, then evaluates and exports (unless
+--no-eval / --no-export) and prints a one-line JSON summary. Bad input exits with status 2
+and a message naming the key, file or line; nothing else is printed as a traceback.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is first imported
+
+from recjax import config as config_lib                  # noqa: E402
+from recjax.errors import RecjaxError                    # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="recjax", description=__doc__.split("\n\n")[0],
+      epilog="Override any config value with --config.KEY=VALUE, e.g. --config.train.steps=200.")
+  commands = parser.add_subparsers(dest="command", required=True)
+  for name, help_ in [("train", "train (resuming), then evaluate and export"),
+                      ("evaluate", "evaluate the last checkpoint on data.eval"),
+                      ("export", "write a SavedModel from the last checkpoint"),
+                      ("predict", "write probabilities for the rows of a file")]:
+    command = commands.add_parser(name, help=help_)
+    command.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
+    command.add_argument("--workdir", required=True, help="checkpoints, logs, exports")
+    if name == "train":
+      command.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+      command.add_argument("--no-export", action="store_true", help="skip the SavedModel")
+    if name == "export":
+      command.add_argument("--output", help="SavedModel directory (default WORKDIR/saved_model)")
+    if name == "predict":
+      command.add_argument("--input", required=True, help="a data file in the config's format")
+      command.add_argument("--output", required=True, help="CSV file of probabilities")
+  return parser
+
+
+def _experiment(args, overrides):
+  config = config_lib.load(args.config)
+  for item in overrides:
+    config_lib.override(config, item)
+  return config_lib.experiment(config)
+
+
+def run(argv) -> dict:
+  parser = _parser()
+  args, rest = parser.parse_known_args(argv)
+  overrides = []
+  for item in rest:
+    if not item.startswith("--config."):
+      parser.error(f"unrecognized argument {item!r}")
+    overrides.append(item[len("--config."):])
+  experiment = _experiment(args, overrides)
+
+  from recjax import train       # jax, flax, TF: only after the config is known to be valid
+  if args.command == "train":
+    return train.train_and_evaluate(experiment, args.workdir, run_eval=not args.no_eval,
+                                    run_export=not args.no_export)
+
+  from recjax import input as input_lib
+  from recjax import sharding
+  mesh = sharding.make_mesh()
+  state = train.restore_state(experiment, args.workdir, mesh)
+  if args.command == "evaluate":
+    return {"step": int(state.step),
+            "eval": train.evaluate(experiment, state, input_lib.load_split(experiment, "eval"), mesh)}
+  if args.command == "export":
+    from recjax import export
+    output = args.output or os.path.join(args.workdir, "saved_model")
+    return {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
+  rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
+  split = input_lib.load_split(rows, "eval", with_labels=False)
+  probabilities = train.predict(experiment, state, split, mesh)
+  with open(args.output, "w") as f:
+    f.write("probability\n")
+    f.writelines(f"{p:.9g}\n" for p in probabilities)
+  return {"step": int(state.step), "rows": int(len(probabilities)), "output": args.output}
+
+
+def main(argv=None) -> None:
+  try:
+    summary = run(sys.argv[1:] if argv is None else argv)
+  except RecjaxError as e:
+    print(f"recjax: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  main()

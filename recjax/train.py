@@ -1,0 +1,207 @@
+"""The training loop: `train_and_evaluate(experiment, workdir)` and its pure step functions.
+
+Order as big_vision: mesh, input, shapes, shardings, restore-or-init, step, loop. The step
+differentiates the loss with respect to dense parameters and to the pooled embeddings; optax
+updates the former, `embedding.apply_gradients` the touched table rows. The state is donated.
+"""
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tensorflow as tf
+import tqdm
+
+from recjax import checkpoint
+from recjax import embedding
+from recjax import input as input_lib
+from recjax import losses
+from recjax import metrics as metrics_lib
+from recjax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  tables: Any
+  slots: Any
+
+
+def _dummy_batch(experiment, batch_size: int) -> dict:
+  n_ids = sum(1 for f in experiment.features if hasattr(f, "num_ids"))
+  n_dense = len(experiment.features) - n_ids
+  return {"ids": jnp.zeros((batch_size, n_ids, 1), jnp.int32),
+          "weights": jnp.ones((batch_size, n_ids, 1), jnp.float32),
+          "dense": jnp.zeros((batch_size, n_dense), jnp.float32)}
+
+
+def forward(experiment, params, tables, batch) -> dict:
+  """Logits per task: table lookup, then the model's pure apply."""
+  _, plans = embedding.plan(experiment.features, experiment.groups)
+  embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"])
+  return experiment.model.apply({"params": params}, embedded, batch["dense"])
+
+
+def init_state(experiment, rng) -> TrainState:
+  specs, plans = embedding.plan(experiment.features, experiment.groups)
+  table_rng, model_rng = jax.random.split(rng)
+  tables = embedding.init(specs, table_rng)
+  batch = _dummy_batch(experiment, 2)
+  embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"])
+  params = experiment.model.init(model_rng, embedded, batch["dense"])["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=experiment.dense_optimizer.build().init(params),
+      tables=tables, slots=embedding.init_slots(tables, experiment.sparse_optimizer))
+
+
+def make_train_step(experiment):
+  _, plans = embedding.plan(experiment.features, experiment.groups)
+  tx = experiment.dense_optimizer.build()
+  task = experiment.model.task
+
+  def train_step(state: TrainState, batch: dict):
+    embedded = embedding.lookup(state.tables, plans, batch["ids"], batch["weights"])
+    mask = jnp.ones_like(batch["label"])
+
+    def loss_fn(params, embedded):
+      logits = experiment.model.apply({"params": params}, embedded, batch["dense"])[task]
+      return losses.binary_cross_entropy(logits, batch["label"], mask)
+
+    loss, (param_grads, embedding_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+        state.params, embedded)
+    updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    tables, slots = embedding.apply_gradients(
+        state.tables, state.slots, plans, batch["ids"], batch["weights"], embedding_grads,
+        experiment.sparse_optimizer)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           tables=tables, slots=slots)
+    return new_state, {"loss": loss}
+
+  return train_step
+
+
+def make_predict_step(experiment):
+  def predict_step(state: TrainState, batch: dict):
+    return jax.nn.sigmoid(forward(experiment, state.params, state.tables, batch)[experiment.model.task])
+  return predict_step
+
+
+def predict(experiment, state, split, mesh) -> np.ndarray:
+  """Probabilities for every row of `split`, in order."""
+  batch_size = experiment.train.eval_batch_size
+  step = jax.jit(make_predict_step(experiment))
+  out = []
+  for batch in input_lib.eval_batches(split, batch_size):
+    mask = batch.pop("mask")
+    batch.pop("label", None)
+    probs = step(state, sharding.to_global(batch, sharding.batch_sharding(mesh)))
+    out.append(np.asarray(probs)[mask > 0])
+  return np.concatenate(out)
+
+
+def evaluate(experiment, state, split, mesh) -> dict:
+  return metrics_lib.binary_metrics(split.arrays["label"], predict(experiment, state, split, mesh))
+
+
+def state_target(experiment, mesh):
+  """Shapes and shardings of the train state (replicated in this version)."""
+  shapes = jax.eval_shape(lambda: init_state(experiment, jax.random.key(0)))
+  return checkpoint.abstract_with_shardings(shapes, sharding.replicated(mesh))
+
+
+def restore_state(experiment, workdir, mesh) -> TrainState:
+  checkpointer = checkpoint.Checkpointer(workdir)
+  try:
+    return checkpointer.restore(state_target(experiment, mesh))
+  finally:
+    checkpointer.close()
+
+
+def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
+                       run_export: bool = True) -> dict:
+  """Trains to `train.steps` (resuming from the last checkpoint), evaluates, exports."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  cfg = experiment.train
+
+  mesh = sharding.make_mesh()
+  if cfg.batch_size % mesh.size or cfg.eval_batch_size % mesh.size:
+    raise ValueError(f"train.batch_size and eval_batch_size must divide by {mesh.size} devices")
+  train_split = input_lib.load_split(experiment, "train", process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  eval_split = (input_lib.load_split(experiment, "eval")
+                if run_eval and experiment.data.eval else None)
+  steps = cfg.steps or cfg.epochs * input_lib.batches_per_epoch(train_split, cfg.batch_size)
+  data = input_lib.train_iterator(train_split, cfg.batch_size // jax.process_count(), steps, cfg.seed)
+
+  target = state_target(experiment, mesh)
+  state_sharding = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
+  resumed_from = checkpointer.latest_step()
+  if resumed_from is not None:
+    state = checkpointer.restore(target, data)
+    print(f"recjax: resuming from the checkpoint at step {resumed_from}", flush=True)
+  else:
+    state = jax.jit(lambda rng: init_state(experiment, rng), out_shardings=state_sharding)(
+        jax.random.key(cfg.seed))
+  start = int(state.step)
+
+  train_step = jax.jit(make_train_step(experiment), in_shardings=(state_sharding, batch_sharding),
+                       out_shardings=(state_sharding, None), donate_argnums=0)
+  writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+  progress = tqdm.tqdm(total=steps, initial=start, unit="step", disable=not cfg.progress_bar,
+                       mininterval=1.0, dynamic_ncols=True)
+  losses_since_log, timed_steps, timer = [], 0, None
+  for step in range(start, steps):
+    batch = sharding.to_global(next(data), batch_sharding)
+    state, step_metrics = train_step(state, batch)
+    losses_since_log.append(step_metrics["loss"])
+    if timer is None:               # the first step compiles: time from the second on
+      jax.block_until_ready(state.step)
+      timer = time.perf_counter()
+    else:
+      timed_steps += 1
+    progress.update(1)
+    done = step + 1
+    if done % cfg.log_every == 0 or done == steps:
+      loss = float(np.mean(jax.device_get(losses_since_log)))
+      losses_since_log = []
+      rate = timed_steps * cfg.batch_size / max(time.perf_counter() - timer, 1e-9)
+      progress.set_postfix(loss=f"{loss:.4f}", examples_per_s=f"{rate:,.0f}")
+      with writer.as_default(step=done):
+        tf.summary.scalar("train/loss", loss)
+        tf.summary.scalar("train/examples_per_s", rate)
+    if done % cfg.checkpoint_every == 0 and done < steps:
+      checkpointer.save(done, state, data)
+  progress.close()
+  examples_per_s = (timed_steps * cfg.batch_size / (time.perf_counter() - timer)
+                    if timer and timed_steps else None)
+  if steps > start:
+    checkpointer.save(steps, state, data)
+  checkpointer.close()
+
+  summary = {"steps": steps, "resumed_from": resumed_from, "examples_per_s": examples_per_s,
+             "train_rows": train_split.rows,
+             "checkpoint": str(checkpointer.directory / str(steps))}
+  if eval_split is not None:
+    summary["eval"] = evaluate(experiment, state, eval_split, mesh)
+    with writer.as_default(step=steps):
+      for name, value in summary["eval"].items():
+        tf.summary.scalar(f"eval/{name}", value)
+  writer.flush()
+  if run_export and experiment.export.enabled:
+    from recjax import export   # TF graph building only when exporting
+    summary["saved_model"] = str(export.export(experiment, state, workdir / "saved_model"))
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
