@@ -17,7 +17,7 @@ COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num", "marital_
            "hours_per_week", "native_country", "income_bracket")
 
 CATEGORICAL = ("workclass", "education", "marital_status", "occupation", "relationship", "race",
-               "gender", "native_country")
+               "gender", "native_country", "age_bucket")
 
 
 def features() -> dict:
@@ -40,6 +40,8 @@ def features() -> dict:
       workclass=dict(kind="id", vocabulary=(
           "Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov",
           "State-gov", "Without-pay", "Never-worked")),
+      age_bucket=dict(kind="id", column="age",
+                      boundaries=(18., 25., 30., 35., 40., 45., 50., 55., 60., 65.)),
       education=dict(kind="id", hash_bucket_size=64),
       occupation=dict(kind="id", hash_bucket_size=64),
       native_country=dict(kind="id", hash_bucket_size=128),
@@ -55,9 +57,9 @@ def get_config(arg=None):
   config.features = features()
   config.groups = dict(
       wide=dict(features=CATEGORICAL, dim=1, init_scale=0.0),
-      deep=dict(features=CATEGORICAL, dim=8, init_scale=0.05))
+      deep=dict(features=CATEGORICAL, dim=16, init_scale=0.05))
   config.model = dict(name="wide_deep", hidden=(128, 64))
-  config.train = dict(batch_size=256, epochs=8, eval_batch_size=4096, seed=0,
+  config.train = dict(batch_size=256, epochs=10, eval_batch_size=4096, seed=0,
                       log_every=100, checkpoint_every=500)
   config.optimizer = dict(
       dense=dict(name="adam", learning_rate=1e-3),

@@ -101,25 +101,61 @@ def _nearest(key: str, valid) -> str:
   return f"{hint}valid keys: {', '.join(valid)}"
 
 
+def _schema(config: ml_collections.ConfigDict, keys: list[str]):
+  """The dataclass that validates the section at `keys`, if any (for keys a file left out)."""
+  path = tuple(keys)
+  fixed = {("data",): DataSpec, ("label",): LabelSpec, ("train",): TrainSpec,
+           ("export",): ExportSpec, ("optimizer", "dense"): optim.DenseOptimizer,
+           ("optimizer", "sparse"): embedding.SparseOptimizer}
+  if path in fixed:
+    return fixed[path]
+  if path == ("model",):
+    return MODELS.get(config.get("model", {}).get("name"))
+  if len(path) == 2 and path[0] == "groups":
+    return features_lib.Group
+  if len(path) == 2 and path[0] == "features" and path[1] in config.features:
+    return features_lib.KINDS.get(config.features[path[1]].get("kind"))
+  return None
+
+
+def _schema_keys(cls) -> set[str]:
+  if cls is None:
+    return set()
+  internal = ("parent", "name") if issubclass(cls, nn.Module) else ()
+  return {f.name for f in dataclasses.fields(cls) if f.init and f.name not in internal}
+
+
 def override(config: ml_collections.ConfigDict, assignment: str) -> None:
-  """Applies one `a.b.c=value` override; the value is a Python literal or a bare string."""
+  """Applies one `a.b.c=value` override; the value is a Python literal or a bare string.
+
+  A key may be one the file left at its default (e.g. `train.steps`): any field of the
+  section's dataclass is accepted, and validated with the rest in `experiment`.
+  """
   path, sep, text = assignment.partition("=")
   if not sep:
     raise ConfigError(f"--config.{assignment}: expected --config.KEY=VALUE")
   keys = path.split(".")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
   node = config
   for depth, key in enumerate(keys):
     where = ".".join(keys[: depth + 1])
     if not isinstance(node, ml_collections.ConfigDict):
       raise ConfigError(f"--config.{where}: {'.'.join(keys[:depth])} is not a section")
+    last = depth == len(keys) - 1
     if key not in node:
-      raise ConfigError(f"--config.{where}: no such key; {_nearest(key, node.keys())}")
-    if depth < len(keys) - 1:
+      allowed = _schema_keys(_schema(config, keys[:depth])) | (
+          set(_SECTIONS) if depth == 0 else set()) | set(node.keys())
+      if key not in allowed:
+        raise ConfigError(f"--config.{where}: no such key; {_nearest(key, allowed)}")
+      with node.unlocked():
+        node[key] = value if last else ml_collections.ConfigDict()
+      if last:
+        return
+    if not last:
       node = node[key]
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text
   old = node[keys[-1]]
   if isinstance(old, tuple) and isinstance(value, (list, str)):
     value = tuple(value) if isinstance(value, list) else tuple(v for v in value.split(",") if v)
@@ -128,7 +164,7 @@ def override(config: ml_collections.ConfigDict, assignment: str) -> None:
       node[keys[-1]] = value
   except TypeError:
     raise ConfigError(
-        f"--config.{path}={text}: expected a {type(old).__name__} like {old!r}") from None
+        f"--config.{path}={text}: expected {type(old).__name__} (like {old!r})") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -164,10 +200,8 @@ def build(cls, values, key: str, **fixed):
     values = values.to_dict()
   values = dict(values or {})
   hints = typing.get_type_hints(cls)
-  # A Flax module's own `parent` and `name` fields are not config.
-  internal = ("parent", "name") if issubclass(cls, nn.Module) else ()
-  fields = {f.name: f for f in dataclasses.fields(cls)
-            if f.init and f.name not in internal and f.name not in fixed}
+  names = _schema_keys(cls) - set(fixed)     # a Flax module's parent and name are not config
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.name in names}
   for name in values:
     if name not in fields:
       raise ConfigError(f"{key}.{name}: no such key; {_nearest(name, fields)}")

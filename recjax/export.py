@@ -1,10 +1,10 @@
 """Export to a TF SavedModel that takes raw columns and returns probabilities.
 
-The signature has one named input per raw column the features read (strings for id features,
-float32 for numeric ones, any batch size). Inside, the TF twins of the feature transforms
-(`features.TfTransform`) compute the very ids and values the training pipeline computed,
-tables are TF variables looked up with the same pooling, and the dense tower is the JAX
-model converted by jax2tf (StableHLO in one TF op, batch dimension polymorphic).
+The signature has one named input per raw column the features read (strings for hashed or
+vocabulary ids, float32 for numeric and bucketised columns; any batch size). Inside, the TF
+twins of the feature transforms (`features.TfTransform`) compute the very ids and values the
+training pipeline computed, tables are TF variables looked up with the same pooling, and the
+dense tower is the JAX model converted by jax2tf (StableHLO in one TF op, batch polymorphic).
 """
 
 import pathlib
@@ -27,7 +27,8 @@ def serving_inputs(experiment) -> dict[str, tf.TensorSpec]:
   """One [None] TensorSpec per raw column, named after the column."""
   specs = {}
   for feature in experiment.features:
-    dtype = tf.string if isinstance(feature, features_lib.IdFeature) else tf.float32
+    is_string = isinstance(feature, features_lib.IdFeature) and not feature.numeric
+    dtype = tf.string if is_string else tf.float32
     specs[feature.column] = tf.TensorSpec([None], dtype, name=feature.column)
   return specs
 

@@ -19,27 +19,41 @@ from recjax.errors import ConfigError, DataError
 
 @dataclasses.dataclass(frozen=True)
 class IdFeature:
-  """A categorical column mapped to ids by hashing or by a vocabulary (with OOV buckets)."""
+  """A column mapped to ids: strings by hashing or by a vocabulary (with OOV buckets), numbers
+  by bucketising at sorted `boundaries` (id i: boundaries[i-1] <= x < boundaries[i])."""
   name: str
   column: str = ""
   hash_bucket_size: int = 0
   vocabulary: tuple[str, ...] = ()
   num_oov_buckets: int = 1
+  boundaries: tuple[float, ...] = ()
 
   def __post_init__(self):
-    if bool(self.hash_bucket_size) == bool(self.vocabulary):
-      raise ValueError("set exactly one of hash_bucket_size and vocabulary")
+    if sum(map(bool, (self.hash_bucket_size, self.vocabulary, self.boundaries))) != 1:
+      raise ValueError("set exactly one of hash_bucket_size, vocabulary and boundaries")
+    if list(self.boundaries) != sorted(set(self.boundaries)):
+      raise ValueError("boundaries must be strictly increasing")
     if self.hash_bucket_size < 0 or self.num_oov_buckets < 1:
       raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
     if len(set(self.vocabulary)) != len(self.vocabulary):
       raise ValueError("vocabulary holds duplicates")
 
   @property
+  def numeric(self) -> bool:
+    """Whether the raw column is numeric (bucketised) rather than strings."""
+    return bool(self.boundaries)
+
+  @property
   def num_ids(self) -> int:
+    if self.boundaries:
+      return len(self.boundaries) + 1
     return self.hash_bucket_size or len(self.vocabulary) + self.num_oov_buckets
 
   def ids(self, values: np.ndarray) -> np.ndarray:
-    """numpy path: an object array of strings -> int32 ids."""
+    """numpy path: an object array of strings (or numbers, when bucketised) -> int32 ids."""
+    if self.boundaries:     # compared in float32, as the TF twin does
+      edges = np.asarray(self.boundaries, np.float32)
+      return np.searchsorted(edges, values.astype(np.float32), side="right").astype(np.int32)
     if self.hash_bucket_size:
       return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
     uniques, inverse = np.unique(values.astype(str), return_inverse=True)
@@ -63,6 +77,9 @@ class IdFeature:
 
   def tf_ids(self, values: tf.Tensor, table=None) -> tf.Tensor:
     """TF twin of `ids`: a string tensor -> int32 ids (`table` from `tf_table`)."""
+    if self.boundaries:
+      return tf.cast(tf.raw_ops.Bucketize(input=tf.cast(values, tf.float32),
+                                          boundaries=list(self.boundaries)), tf.int32)
     if self.hash_bucket_size:
       return tf.cast(tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size), tf.int32)
     found = table.lookup(values)
@@ -159,7 +176,9 @@ def transform(features, columns: dict[str, np.ndarray],
   if bad.any():
     row, col = np.argwhere(bad)[0]
     f = numeric_features(features)[col]
-    raise DataError(f"{where(row)}: column {f.column!r} holds {columns[f.column][row]!r}, "
+    raw = columns[f.column][row]
+    raw = raw.item() if isinstance(raw, np.generic) else raw
+    raise DataError(f"{where(row)}: column {f.column!r} holds {raw!r}, "
                     f"which feature {f.name!r} turns into {dense[row, col]}")
   return {"ids": ids, "weights": np.ones(ids.shape, np.float32), "dense": dense}
 

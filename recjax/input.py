@@ -76,6 +76,32 @@ def _locate_csv_error(path, data, names, numeric, message) -> DataError:
   return DataError(f"{path}: {message}")
 
 
+def _csv_line(path, data, row: int) -> int:
+  """The line number of data row `row` (0-based, blank lines skipped as pyarrow does)."""
+  with _open_text(path) as f:
+    reader = csv.reader(f, delimiter=data.delimiter)
+    if data.header:
+      next(reader, None)
+    seen = -1
+    for fields in reader:
+      seen += bool(fields)
+      if seen == row:
+        return reader.line_num
+  return -1
+
+
+def row_origin(path, data):
+  """`where(row)` for error messages: 'file:line' for CSV, 'file, row N' for Parquet."""
+  if data.format == "csv":
+    return lambda row: f"{path}:{_csv_line(path, data, row)}"
+  return lambda row: f"{path}, row {row + 1}"
+
+
+def show(value) -> str:
+  """A raw value as it appears in an error message."""
+  return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _read_csv(path, data, needed, numeric) -> pa.Table:
   names = list(data.columns)
   if data.header:
@@ -130,22 +156,24 @@ def read_columns(path, data, needed, numeric) -> dict[str, np.ndarray]:
   for name in needed:
     array = table[name]
     if array.null_count:
+      if data.format == "csv":
+        raise _locate_csv_error(path, data, list(data.columns), numeric, f"column {name!r} is empty")
       row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-      raise DataError(f"{path}, data row {row + 1}: column {name!r} is empty")
+      raise DataError(f"{row_origin(path, data)(row)}: column {name!r} is empty")
     if name not in numeric and data.strip_whitespace:
       array = pc.utf8_trim_whitespace(array)
     columns[name] = array.to_numpy(zero_copy_only=False)
   return columns
 
 
-def _labels(path, label, values) -> np.ndarray:
+def _labels(where, label, values) -> np.ndarray:
   if label.positive:
     return np.isin(values, label.positive).astype(np.float32)
   bad = ~((values == 0) | (values == 1))
   if bad.any():
     row = int(np.flatnonzero(bad)[0])
-    raise DataError(f"{path}, data row {row + 1}: label {label.column!r} is {values[row]!r}; "
-                    "numeric labels must be 0 or 1 (or set label.positive for string labels)")
+    raise DataError(f"{where(row)}: label {label.column!r} is {show(values[row])}; numeric "
+                    "labels must be 0 or 1 (or set label.positive for string labels)")
   return values.astype(np.float32)
 
 
@@ -157,7 +185,8 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   if not patterns:
     raise DataError(f"data.{split}: no files configured")
   files = resolve_files(patterns, f"data.{split}")
-  numeric = {f.column for f in features_lib.numeric_features(experiment.features)}
+  numeric = {f.column for f in experiment.features
+             if isinstance(f, features_lib.NumericFeature) or f.numeric}
   if with_labels and not experiment.label.positive:
     numeric.add(experiment.label.column)
   needed = list(dict.fromkeys(
@@ -165,10 +194,10 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   parts = []
   for path in files:
     columns = read_columns(path, data, needed, numeric)
-    arrays = features_lib.transform(
-        experiment.features, columns, where=lambda row, p=path: f"{p}, data row {row + 1}")
+    where = row_origin(path, data)
+    arrays = features_lib.transform(experiment.features, columns, where)
     if with_labels:
-      arrays["label"] = _labels(path, experiment.label, columns[experiment.label.column])
+      arrays["label"] = _labels(where, experiment.label, columns[experiment.label.column])
     parts.append(arrays)
   arrays = {k: np.concatenate([p[k] for p in parts])[process_index::process_count]
             for k in parts[0]}

@@ -1,0 +1,103 @@
+"""Config files, overrides and validation: every mistake names its key and the valid ones."""
+
+import pathlib
+
+import pytest
+
+from recjax import config as config_lib
+from recjax import features
+from recjax.errors import ConfigError
+from tests.conftest import ADULT_CONFIG, ROOT
+
+
+def _experiment(*overrides, spec=ADULT_CONFIG):
+  config = config_lib.load(spec)
+  for item in overrides:
+    config_lib.override(config, item)
+  return config_lib.experiment(config)
+
+
+def test_every_config_file_validates_in_full_and_smoke_mode():
+  files = sorted((ROOT / "configs").glob("*.py"))
+  assert files
+  for file in files:
+    full, smoke = _experiment(spec=str(file)), _experiment(spec=f"{file}:smoke")
+    assert full.model_name and smoke.train.steps and smoke.train.steps <= 100
+
+
+def test_adult_config_builds_frozen_specs():
+  experiment = _experiment()
+  assert experiment.model_name == "wide_deep"
+  assert experiment.model.hidden == (128, 64)
+  assert experiment.label.positive == (">50K", ">50K.")
+  by_name = {f.name: f for f in experiment.features}
+  assert isinstance(by_name["gender"], features.IdFeature)
+  assert by_name["gender"].num_ids == 3                       # 2 words + 1 OOV bucket
+  assert by_name["age_bucket"].column == "age" and by_name["age_bucket"].num_ids == 11
+  assert isinstance(by_name["fnlwgt"], features.NumericFeature) and by_name["fnlwgt"].log1p
+  assert [g.name for g in experiment.groups] == ["deep", "wide"]
+  with pytest.raises(Exception):
+    experiment.train.batch_size = 1                            # frozen
+
+
+def test_overrides_set_values_including_keys_the_file_left_at_default():
+  experiment = _experiment("train.steps=7", "model.hidden=(32,16)", "optimizer.dense.name=sgd",
+                           "optimizer.sparse.learning_rate=0.5", "data.delimiter=;",
+                           "features.education.hash_bucket_size=99")
+  assert experiment.train.steps == 7
+  assert experiment.model.hidden == (32, 16)
+  assert experiment.dense_optimizer.name == "sgd"
+  assert experiment.sparse_optimizer.learning_rate == 0.5
+  assert experiment.data.delimiter == ";"
+  assert {f.name: f for f in experiment.features}["education"].num_ids == 99
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trian.steps=5", "--config.trian: no such key; did you mean 'train'?"),
+    ("train.setps=5", "--config.train.setps: no such key; did you mean 'steps'?"),
+    ("model.hiden=(8,)", "--config.model.hiden: no such key; did you mean 'hidden'?"),
+    ("optimizer.sparse.lerning_rate=1", "did you mean 'learning_rate'?"),
+    ("features.gender.vocabulary_=('a',)", "did you mean 'vocabulary'?"),
+    ("train.steps=many", "train.steps: expected int, got 'many'"),
+    ("train.batch_size=1.5", "--config.train.batch_size=1.5: expected int (like 256)"),
+    ("train.steps", "expected --config.KEY=VALUE"),
+])
+def test_misspelt_keys_and_wrong_types_name_the_key(override, message):
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    _experiment(override)
+
+
+def test_invalid_values_are_reported_at_validation():
+  with pytest.raises(ConfigError, match="model.name: 'widedeep' is not a model; did you mean 'wide_deep'"):
+    _experiment("model.name=widedeep")
+  with pytest.raises(ConfigError, match="optimizer.sparse: name 'adam2' is not one of"):
+    _experiment("optimizer.sparse.name=adam2")
+  with pytest.raises(ConfigError, match="features.gender: set exactly one of"):
+    _experiment("features.gender.hash_bucket_size=10")
+  with pytest.raises(ConfigError, match="model.hidden\\[1\\]: expected int"):
+    _experiment("model.hidden=(8,'x')")
+
+
+def test_a_typo_inside_the_config_file_names_the_key(tmp_path):
+  text = pathlib.Path(ADULT_CONFIG).read_text().replace(
+      'config.model = dict(name="wide_deep", hidden=(128, 64))',
+      'config.model = dict(name="wide_deep", hiden=(128, 64))')
+  file = tmp_path / "typo.py"
+  file.write_text(text.replace("pathlib.Path(__file__).resolve().parent.parent",
+                               f"pathlib.Path({str(ROOT)!r})"))
+  with pytest.raises(ConfigError, match="model.hiden: no such key; did you mean 'hidden'"):
+    _experiment(spec=str(file))
+
+
+def test_groups_must_name_declared_id_features():
+  with pytest.raises(ConfigError, match="groups.wide.features: 'age' is numeric"):
+    _experiment("groups.wide.features=('age',)")
+  with pytest.raises(ConfigError, match="'agee' is not a declared feature"):
+    _experiment("groups.wide.features=('agee',)")
+
+
+def test_missing_config_file_and_bad_arg():
+  with pytest.raises(ConfigError, match="config file not found: nowhere.py"):
+    config_lib.load("nowhere.py")
+  with pytest.raises(ValueError, match="unknown config arg 'smok'"):
+    config_lib.load(f"{ADULT_CONFIG}:smok")
