@@ -1,0 +1,119 @@
+"""The `recjax` command: train / evaluate / predict, kill-and-resume, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from recjax import main as main_lib
+from tests.conftest import ADULT_CONFIG, ROOT, run_cli, summary_of
+
+RESUME_ARGS = ("--config.train.steps=1500", "--config.train.checkpoint_every=100",
+               "--config.train.log_every=100", "--config.train.progress_bar=False", "--no-export")
+
+
+def _finished_checkpoints(workdir):
+  directory = workdir / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+def test_train_killed_after_a_checkpoint_resumes_from_it_and_ends_where_a_straight_run_does(tmp_path):
+  straight = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", tmp_path / "straight",
+                                *RESUME_ARGS))
+  workdir = tmp_path / "killed"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  process = subprocess.Popen(
+      [sys.executable, "-m", "recjax.main", "train", "--config", ADULT_CONFIG, "--workdir",
+       str(workdir), *RESUME_ARGS], cwd=ROOT, env=env,
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not _finished_checkpoints(workdir) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  saved = _finished_checkpoints(workdir)
+  assert saved and saved[-1] < 1500, f"the run was not killed between checkpoints: {saved}"
+
+  result = run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS)
+  resumed = summary_of(result)
+  assert f"resuming from the checkpoint at step {saved[-1]}" in result.stdout
+  assert resumed["resumed_from"] == saved[-1] and resumed["steps"] == 1500
+  # Same state and same input position restored: the very same model as without the kill.
+  assert resumed["eval"] == straight["eval"]
+
+  again = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS))
+  assert again["resumed_from"] == 1500 and again["eval"] == straight["eval"]   # nothing to redo
+
+
+def test_smoke_run_summary_tensorboard_evaluate_and_predict(adult_run, tmp_path):
+  workdir, summary = adult_run
+  assert summary["steps"] == 30 and summary["resumed_from"] is None
+  assert summary["eval"]["examples"] == 16281
+  assert 0.8 < summary["eval"]["auc"] < 1.0          # 30 steps of 256 rows already learn
+  assert summary["examples_per_s"] > 0
+  assert json.loads((workdir / "summary.json").read_text()) == summary
+  assert (workdir / "checkpoints" / "30").is_dir()
+
+  import tensorflow as tf
+  tags = set()
+  for event_file in (workdir / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"train/loss", "train/examples_per_s", "eval/auc", "eval/accuracy"} <= tags
+
+  evaluated = summary_of(run_cli("evaluate", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", workdir))
+  assert evaluated == {"step": 30, "eval": summary["eval"]}
+
+
+def _fails(capsys, *args):
+  with pytest.raises(SystemExit) as exit_:
+    main_lib.main([str(a) for a in args])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  return err
+
+
+def _no_checkpoint(workdir):
+  return not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
+
+
+def test_bad_config_key_is_named_and_writes_nothing(tmp_path, capsys):
+  err = _fails(capsys, "train", "--config", ADULT_CONFIG, "--workdir", tmp_path,
+               "--config.train.setps=10")
+  assert "recjax: error: --config.train.setps: no such key; did you mean 'steps'" in err
+  assert _no_checkpoint(tmp_path)
+
+
+def test_missing_data_file_is_named_and_writes_nothing(tmp_path, capsys):
+  err = _fails(capsys, "train", "--config", ADULT_CONFIG, "--workdir", tmp_path,
+               "--config.data.train=('/nonexistent/adult.csv',)")
+  assert "recjax: error: data.train: no file matches '/nonexistent/adult.csv'" in err
+  assert _no_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("39, State-gov, 77516, Bachelors, 13", ":3: expected 15 fields, found 5"),
+    ("39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, "
+     "Male, 2174, 0, forty, United-States, <=50K", ":3: column 'hours_per_week' holds 'forty'"),
+])
+def test_bad_csv_rows_are_named_by_file_and_line_and_write_nothing(tmp_path, capsys, line, message):
+  import gzip
+  with gzip.open(ROOT / "data" / "adult" / "adult.data.gz", "rt") as f:
+    good = [next(f) for _ in range(300)]
+  data = tmp_path / "adult_bad.csv"
+  data.write_text("".join(good[:2]) + line + "\n" + "".join(good[2:]))
+  workdir = tmp_path / "workdir"
+  err = _fails(capsys, "train", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", workdir,
+               f"--config.data.train=('{data}',)")
+  assert f"recjax: error: {data}{message}" in err
+  assert _no_checkpoint(workdir)
+
+
+def test_evaluate_without_a_checkpoint_says_so(tmp_path, capsys):
+  err = _fails(capsys, "evaluate", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", tmp_path)
+  assert "no checkpoint to restore; run `recjax train` first" in err
