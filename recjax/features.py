@@ -29,6 +29,7 @@ class IdFeature:
   boundaries: tuple[float, ...] = ()
 
   def __post_init__(self):
+    object.__setattr__(self, "column", self.column or self.name)
     if sum(map(bool, (self.hash_bucket_size, self.vocabulary, self.boundaries))) != 1:
       raise ValueError("set exactly one of hash_bucket_size, vocabulary and boundaries")
     if list(self.boundaries) != sorted(set(self.boundaries)):
@@ -56,7 +57,8 @@ class IdFeature:
       return np.searchsorted(edges, values.astype(np.float32), side="right").astype(np.int32)
     if self.hash_bucket_size:
       return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
-    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    # Python strings (object dtype), not numpy's fixed-width str, which drops trailing NULs.
+    uniques, inverse = np.unique(values.astype(object), return_inverse=True)
     index = {v: i for i, v in enumerate(self.vocabulary)}
     unique_ids = np.array([index.get(u, -1) for u in uniques], np.int64)
     oov = unique_ids < 0
@@ -97,6 +99,7 @@ class NumericFeature:
   std: float = 1.0
 
   def __post_init__(self):
+    object.__setattr__(self, "column", self.column or self.name)
     if not self.std > 0:
       raise ValueError("std must be positive")
 
@@ -137,7 +140,6 @@ def build_feature(name: str, spec: dict, key: str, build: Callable) -> Feature:
   kind = spec.pop("kind", None)
   if kind not in KINDS:
     raise ConfigError(f"{key}.kind: {kind!r} is not a feature kind; valid kinds: {', '.join(KINDS)}")
-  spec.setdefault("column", name)
   return build(KINDS[kind], spec, key, name=name)
 
 
