@@ -1,0 +1,60 @@
+"""Accuracy on real data: each model trained from its config, evaluated on the official split.
+
+  python benchmarks/accuracy.py [--seeds 3] [--only adult_wide_deep]
+
+Prints one JSON line per (config, seed) and, per config, a line with the median over seeds
+next to the figure to beat (../shared/BENCHMARKS.md). UCI Adult is bundled in data/adult;
+datasets read from ../shared/data are skipped with a message where that folder is absent.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import tempfile
+import time
+
+from recjax import config as config_lib
+from recjax import train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# config file, metric, target, whether higher is better
+RUNS = {
+    "adult_wide_deep": ("accuracy", 0.85, True),
+    "adult_deepfm": ("accuracy", 0.85, True),
+}
+
+
+def run(name: str, seed: int) -> dict:
+  config = config_lib.load(str(ROOT / "configs" / f"{name}.py"))
+  config_lib.override(config, f"train.seed={seed}")
+  config_lib.override(config, "train.progress_bar=False")
+  experiment = config_lib.experiment(config)
+  start = time.perf_counter()
+  with tempfile.TemporaryDirectory() as workdir:
+    summary = train.train_and_evaluate(experiment, workdir, run_export=False)
+  return {"config": name, "seed": seed, **summary["eval"], "steps": summary["steps"],
+          "examples_per_s": round(summary["examples_per_s"]), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--only", nargs="*", default=list(RUNS))
+  args = parser.parse_args()
+  for name in args.only:
+    metric, target, higher = RUNS[name]
+    values = []
+    for seed in range(args.seeds):
+      result = run(name, seed)
+      values.append(result[metric])
+      print(json.dumps(result), flush=True)
+    median = statistics.median(values)
+    print(json.dumps({"config": name, "metric": metric, "median": median, "min": min(values),
+                      "max": max(values), "seeds": args.seeds, "target": target,
+                      "meets_target": median >= target if higher else median <= target}), flush=True)
+
+
+if __name__ == "__main__":
+  main()
