@@ -18,9 +18,9 @@ from typing import Any
 import flax.linen as nn
 import ml_collections
 
-from recjax import embedding
 from recjax import features as features_lib
 from recjax import optim
+from recjax import sparse_optim
 from recjax.errors import ConfigError
 from recjax.models import MODELS
 
@@ -72,7 +72,7 @@ class Experiment:
   model: Any                        # the model's own frozen config (its Flax module's fields)
   train: TrainSpec
   dense_optimizer: optim.DenseOptimizer
-  sparse_optimizer: embedding.SparseOptimizer
+  sparse_optimizer: sparse_optim.SparseOptimizer
   export: ExportSpec
 
 
@@ -106,7 +106,7 @@ def _schema(config: ml_collections.ConfigDict, keys: list[str]):
   path = tuple(keys)
   fixed = {("data",): DataSpec, ("label",): LabelSpec, ("train",): TrainSpec,
            ("export",): ExportSpec, ("optimizer", "dense"): optim.DenseOptimizer,
-           ("optimizer", "sparse"): embedding.SparseOptimizer}
+           ("optimizer", "sparse"): sparse_optim.SparseOptimizer}
   if path in fixed:
     return fixed[path]
   if path == ("model",):
@@ -251,6 +251,6 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
       model=build(MODELS[model_name], model_values, "model"),
       train=build(TrainSpec, config.get("train"), "train"),
       dense_optimizer=build(optim.DenseOptimizer, optimizer.get("dense"), "optimizer.dense"),
-      sparse_optimizer=build(embedding.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
+      sparse_optimizer=build(sparse_optim.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
       export=build(ExportSpec, config.get("export"), "export"),
   )

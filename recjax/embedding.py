@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from recjax import features as features_lib
+from recjax.sparse_optim import SparseOptimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,42 +37,6 @@ class GroupPlan:
   features: tuple[str, ...]
   columns: tuple[int, ...]
   combiner: str
-
-
-@dataclasses.dataclass(frozen=True)
-class SparseOptimizer:
-  """The optimizer fused into the sparse backward (dense parameters use optax).
-
-  sgd: w -= lr g.  adagrad: a += g^2 (per element).  rowwise_adagrad: a += mean(g^2) (one
-  accumulator per row, as FBGEMM). Both adagrads: w -= lr g / sqrt(a + epsilon), matching
-  optax.adagrad on the touched rows, with `initial_accumulator` as its initial value.
-  """
-  name: str = "rowwise_adagrad"
-  learning_rate: float = 0.05
-  initial_accumulator: float = 0.1
-  epsilon: float = 1e-7
-
-  def __post_init__(self):
-    if self.name not in ("sgd", "adagrad", "rowwise_adagrad"):
-      raise ValueError(f"name {self.name!r} is not one of sgd, adagrad, rowwise_adagrad")
-
-  def init_slot(self, table: jax.Array) -> jax.Array | None:
-    if self.name == "adagrad":
-      return jnp.full(table.shape, self.initial_accumulator, table.dtype)
-    if self.name == "rowwise_adagrad":
-      return jnp.full(table.shape[:1], self.initial_accumulator, table.dtype)
-    return None
-
-  def update_rows(self, rows, slot_rows, grads):
-    """New values of touched rows and their slots, from the summed gradient of each row."""
-    if self.name == "sgd":
-      return rows - self.learning_rate * grads, slot_rows
-    squares = grads * grads if self.name == "adagrad" else jnp.mean(grads * grads, -1)
-    slot_rows = slot_rows + squares
-    scale = jax.lax.rsqrt(slot_rows + self.epsilon)
-    if self.name == "rowwise_adagrad":
-      scale = scale[:, None]
-    return rows - self.learning_rate * grads * scale, slot_rows
 
 
 def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]]:
@@ -97,7 +62,9 @@ def init(specs, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
 
 
 def init_slots(tables, optimizer: SparseOptimizer):
-  return jax.tree.map(optimizer.init_slot, tables)
+  """Optimizer slots per table: slots[group][feature] = {slot name: array of `rows` rows}."""
+  return {group: {feature: optimizer.init_slots(table) for feature, table in by_feature.items()}
+          for group, by_feature in tables.items()}
 
 
 def _coefficients(weights: jax.Array, combiner: str) -> jax.Array:
@@ -122,7 +89,7 @@ def lookup(tables, plans, ids: jax.Array, weights: jax.Array) -> dict[str, jax.A
   return out
 
 
-def _update_table(table, slot, ids, coef, grad, optimizer: SparseOptimizer):
+def _update_table(table, slots, ids, coef, grad, optimizer: SparseOptimizer, step):
   """Sparse update of one table: ids, coef [B, L]; grad [B, D] (d loss / d pooled)."""
   flat_ids = ids.reshape(-1)
   row_grads = (coef[:, :, None] * grad[:, None, :]).reshape(flat_ids.shape[0], -1)
@@ -130,25 +97,25 @@ def _update_table(table, slot, ids, coef, grad, optimizer: SparseOptimizer):
   # Sorted unique ids, padded with an out-of-range id whose gather fills and whose scatter drops.
   unique, inverse = jnp.unique(flat_ids, size=n, fill_value=table.shape[0], return_inverse=True)
   summed = jax.ops.segment_sum(row_grads, inverse.reshape(-1), num_segments=n)
-  rows = table.at[unique].get(mode="fill", fill_value=0)
-  slot_rows = None if slot is None else slot.at[unique].get(mode="fill", fill_value=0)
-  rows, slot_rows = optimizer.update_rows(rows, slot_rows, summed)
-  scatter = dict(mode="drop", unique_indices=True, indices_are_sorted=True)
-  table = table.at[unique].set(rows, **scatter)
-  if slot is not None:
-    slot = slot.at[unique].set(slot_rows, **scatter)
-  return table, slot
+  gather = lambda x: x.at[unique].get(mode="fill", fill_value=0)
+  rows, slot_rows = optimizer.update_rows(
+      gather(table), {k: gather(v) for k, v in slots.items()}, summed, step)
+  scatter = lambda x, new: x.at[unique].set(
+      new, mode="drop", unique_indices=True, indices_are_sorted=True)
+  return scatter(table, rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
-def apply_gradients(tables, slots, plans, ids, weights, grads, optimizer: SparseOptimizer):
-  """Applies d loss / d pooled embeddings ({group: [B, F_group, D]}) to the touched rows."""
+def apply_gradients(tables, slots, plans, ids, weights, grads, optimizer: SparseOptimizer,
+                    step=0):
+  """Applies d loss / d pooled embeddings ({group: [B, F_group, D]}) to the touched rows;
+  `step` (the train step) drives learning-rate schedules."""
   new_tables, new_slots = {}, {}
   for plan_ in plans:
     new_tables[plan_.name], new_slots[plan_.name] = {}, {}
     for j, (feature, column) in enumerate(zip(plan_.features, plan_.columns)):
       coef = _coefficients(weights[:, column], plan_.combiner)
       table, slot = _update_table(tables[plan_.name][feature], slots[plan_.name][feature],
-                                  ids[:, column], coef, grads[plan_.name][:, j], optimizer)
+                                  ids[:, column], coef, grads[plan_.name][:, j], optimizer, step)
       new_tables[plan_.name][feature] = table
       new_slots[plan_.name][feature] = slot
   return new_tables, new_slots

@@ -1,4 +1,4 @@
-"""Dense-parameter optimizers from config (optax). Tables use `embedding.SparseOptimizer`."""
+"""Dense-parameter optimizers from config (optax). Tables use `sparse_optim.SparseOptimizer`."""
 
 import dataclasses
 

@@ -82,7 +82,7 @@ def make_train_step(experiment):
     params = optax.apply_updates(state.params, updates)
     tables, slots = embedding.apply_gradients(
         state.tables, state.slots, plans, batch["ids"], batch["weights"], embedding_grads,
-        experiment.sparse_optimizer)
+        experiment.sparse_optimizer, state.step)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            tables=tables, slots=slots)
     return new_state, {"loss": loss}
