@@ -8,7 +8,6 @@ temporaries are cleaned up on the next start.
 import pathlib
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 
 from recjax.errors import RecjaxError
@@ -53,9 +52,3 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-
-
-def abstract_with_shardings(state_shapes, sharding) -> object:
-  """ShapeDtypeStructs carrying the target sharding, for a restore onto this mesh."""
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state_shapes)

@@ -128,12 +128,20 @@ class Group:
   dim: int
   combiner: str = "sum"             # sum | mean | sqrtn (for multi-id features)
   init_scale: float = 0.05
+  placement: str = "auto"           # auto (sharded from 2^17 rows) | replicated | sharded
+  capacity_factor: float = 2.0      # all_to_all capacity: this x the even share of ids
+  on_overflow: str = "fallback"     # fallback (correct slower path) | error
 
   def __post_init__(self):
     if self.dim < 1 or not self.features:
       raise ValueError("a group needs features and a positive dim")
-    if self.combiner not in ("sum", "mean", "sqrtn"):
-      raise ValueError(f"combiner {self.combiner!r} is not one of sum, mean, sqrtn")
+    for field, allowed in (("combiner", ("sum", "mean", "sqrtn")),
+                           ("placement", ("auto", "replicated", "sharded")),
+                           ("on_overflow", ("fallback", "error"))):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f"{field} {getattr(self, field)!r} is not one of {', '.join(allowed)}")
+    if not self.capacity_factor > 0:
+      raise ValueError("capacity_factor must be positive")
 
 
 def build_feature(name: str, spec: dict, key: str, build: Callable) -> Feature:

@@ -1,8 +1,8 @@
 """The device mesh, the logical axis rules and the shardings of state and batch.
 
 One vocabulary for every module: logical axis names map to mesh axes in `RULES`, the only
-table of its kind. This first version shards the batch over every device ("data parallel")
-and replicates the state; the sharded embedding engine adds the `rows` axis over `model`.
+table of its kind. The mesh is (data, model): the batch is split over every device, dense
+parameters are replicated, and sharded embedding tables split their rows over `model`.
 """
 
 import jax
@@ -11,17 +11,22 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 # logical axis name -> mesh axis (None: replicated)
 RULES = {
-    "batch": "data",
-    "rows": None,
+    "batch": ("data", "model"),
+    "rows": "model",
     "embed": None,
     "mlp": None,
 }
 
 
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over `devices` (default: all), axis "data", with Auto axis types."""
+def make_mesh(devices=None, model: int = 0) -> Mesh:
+  """A (data, model) mesh over `devices` (default: all); `model` devices (default: all) share
+  each sharded table's rows. Auto axis types (see DESIGN.md's JAX notes)."""
   devices = list(devices or jax.devices())
-  return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+  model = model or len(devices)
+  if len(devices) % model:
+    raise ValueError(f"{len(devices)} devices do not split into model groups of {model}")
+  return jax.make_mesh((len(devices) // model, model), ("data", "model"),
+                       axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
 def logical(mesh: Mesh, *names) -> NamedSharding:

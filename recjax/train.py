@@ -6,6 +6,7 @@ updates the former, `embedding.apply_gradients` the touched table rows. The stat
 """
 
 import json
+import logging
 import pathlib
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from recjax import input as input_lib
 from recjax import losses
 from recjax import metrics as metrics_lib
 from recjax import sharding
+from recjax.errors import RecjaxError
 
 
 @flax.struct.dataclass
@@ -43,10 +45,10 @@ def _dummy_batch(experiment, batch_size: int) -> dict:
           "dense": jnp.zeros((batch_size, n_dense), jnp.float32)}
 
 
-def forward(experiment, params, tables, batch) -> dict:
+def forward(experiment, params, tables, batch, mesh=None) -> dict:
   """Logits per task: table lookup, then the model's pure apply."""
   _, plans = embedding.plan(experiment.features, experiment.groups)
-  embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"])
+  embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"], mesh)
   return experiment.model.apply({"params": params}, embedded, batch["dense"])
 
 
@@ -63,13 +65,15 @@ def init_state(experiment, rng) -> TrainState:
       tables=tables, slots=embedding.init_slots(tables, experiment.sparse_optimizer))
 
 
-def make_train_step(experiment):
+def make_train_step(experiment, mesh=None):
+  """The pure step (state, batch) -> (state, metrics); with `mesh`, sharded tables go
+  through all_to_all."""
   _, plans = embedding.plan(experiment.features, experiment.groups)
   tx = experiment.dense_optimizer.build()
   task = experiment.model.task
 
   def train_step(state: TrainState, batch: dict):
-    embedded = embedding.lookup(state.tables, plans, batch["ids"], batch["weights"])
+    embedded = embedding.lookup(state.tables, plans, batch["ids"], batch["weights"], mesh)
     mask = jnp.ones_like(batch["label"])
 
     def loss_fn(params, embedded):
@@ -82,24 +86,28 @@ def make_train_step(experiment):
     params = optax.apply_updates(state.params, updates)
     tables, slots = embedding.apply_gradients(
         state.tables, state.slots, plans, batch["ids"], batch["weights"], embedding_grads,
-        experiment.sparse_optimizer, state.step)
+        experiment.sparse_optimizer, state.step, mesh)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            tables=tables, slots=slots)
-    return new_state, {"loss": loss}
+    metrics = {"loss": loss}
+    if mesh is not None:
+      metrics["embedding_overflow"] = embedding.overflow(state.tables, plans, batch["ids"], mesh)
+    return new_state, metrics
 
   return train_step
 
 
-def make_predict_step(experiment):
+def make_predict_step(experiment, mesh=None):
   def predict_step(state: TrainState, batch: dict):
-    return jax.nn.sigmoid(forward(experiment, state.params, state.tables, batch)[experiment.model.task])
+    logits = forward(experiment, state.params, state.tables, batch, mesh)
+    return jax.nn.sigmoid(logits[experiment.model.task])
   return predict_step
 
 
 def predict(experiment, state, split, mesh) -> np.ndarray:
   """Probabilities for every row of `split`, in order."""
   batch_size = experiment.train.eval_batch_size
-  step = jax.jit(make_predict_step(experiment))
+  step = jax.jit(make_predict_step(experiment, mesh))
   out = []
   for batch in input_lib.eval_batches(split, batch_size):
     mask = batch.pop("mask")
@@ -113,10 +121,19 @@ def evaluate(experiment, state, split, mesh) -> dict:
   return metrics_lib.binary_metrics(split.arrays["label"], predict(experiment, state, split, mesh))
 
 
+def state_shardings(experiment, mesh, shapes):
+  """Replicated dense state; tables and their slots per their placement."""
+  specs, _ = embedding.plan(experiment.features, experiment.groups)
+  replicated = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+  return replicated.replace(tables=embedding.shardings(specs, shapes.tables, mesh),
+                            slots=embedding.shardings(specs, shapes.slots, mesh))
+
+
 def state_target(experiment, mesh):
-  """Shapes and shardings of the train state (replicated in this version)."""
+  """Shapes with target shardings of the train state, for init and restore."""
   shapes = jax.eval_shape(lambda: init_state(experiment, jax.random.key(0)))
-  return checkpoint.abstract_with_shardings(shapes, sharding.replicated(mesh))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, state_shardings(experiment, mesh, shapes))
 
 
 def restore_state(experiment, workdir, mesh) -> TrainState:
@@ -125,6 +142,15 @@ def restore_state(experiment, workdir, mesh) -> TrainState:
     return checkpointer.restore(state_target(experiment, mesh))
   finally:
     checkpointer.close()
+
+
+def _on_overflow(experiment, count: int, step: int) -> None:
+  """Capacity overflow took the correct slower path; say so, or stop where asked to."""
+  message = (f"{count} embedding ids exceeded the all_to_all capacity in the steps up to "
+             f"{step}; raise groups.<name>.capacity_factor")
+  if any(g.on_overflow == "error" for g in experiment.groups):
+    raise RecjaxError(message)
+  logging.warning("recjax: %s (they took the slower all-gather path)", message)
 
 
 def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
@@ -145,7 +171,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   data = input_lib.train_iterator(train_split, cfg.batch_size // jax.process_count(), steps, cfg.seed)
 
   target = state_target(experiment, mesh)
-  state_sharding = sharding.replicated(mesh)
+  state_sharding = jax.tree.map(lambda s: s.sharding, target)
   batch_sharding = sharding.batch_sharding(mesh)
   checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
   resumed_from = checkpointer.latest_step()
@@ -157,16 +183,18 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
         jax.random.key(cfg.seed))
   start = int(state.step)
 
-  train_step = jax.jit(make_train_step(experiment), in_shardings=(state_sharding, batch_sharding),
+  train_step = jax.jit(make_train_step(experiment, mesh), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=0)
   writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
   progress = tqdm.tqdm(total=steps, initial=start, unit="step", disable=not cfg.progress_bar,
                        mininterval=1.0, dynamic_ncols=True)
-  losses_since_log, timed_steps, timer = [], 0, None
+  losses_since_log, overflows, timed_steps, timer = [], [], 0, None
+  total_overflow = 0
   for step in range(start, steps):
     batch = sharding.to_global(next(data), batch_sharding)
     state, step_metrics = train_step(state, batch)
     losses_since_log.append(step_metrics["loss"])
+    overflows.append(step_metrics["embedding_overflow"])
     if timer is None:               # the first step compiles: time from the second on
       jax.block_until_ready(state.step)
       timer = time.perf_counter()
@@ -176,12 +204,17 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
     done = step + 1
     if done % cfg.log_every == 0 or done == steps:
       loss = float(np.mean(jax.device_get(losses_since_log)))
-      losses_since_log = []
+      overflow = int(np.sum(jax.device_get(overflows)))
+      losses_since_log, overflows = [], []
+      total_overflow += overflow
+      if overflow:
+        _on_overflow(experiment, overflow, done)
       rate = timed_steps * cfg.batch_size / max(time.perf_counter() - timer, 1e-9)
       progress.set_postfix(loss=f"{loss:.4f}", examples_per_s=f"{rate:,.0f}")
       with writer.as_default(step=done):
         tf.summary.scalar("train/loss", loss)
         tf.summary.scalar("train/examples_per_s", rate)
+        tf.summary.scalar("train/embedding_overflow", overflow)
     if done % cfg.checkpoint_every == 0 and done < steps:
       checkpointer.save(done, state, data)
   progress.close()
@@ -192,7 +225,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   checkpointer.close()
 
   summary = {"steps": steps, "resumed_from": resumed_from, "examples_per_s": examples_per_s,
-             "train_rows": train_split.rows,
+             "train_rows": train_split.rows, "embedding_overflow": total_overflow,
              "checkpoint": str(checkpointer.directory / str(steps))}
   if eval_split is not None:
     summary["eval"] = evaluate(experiment, state, eval_split, mesh)
