@@ -92,23 +92,26 @@ def _update_local(shard, slots, flat_ids, row_grads, apply_rows, cap):
   unique, inverse, owner, slot, send, overflow = _route(flat_ids, rows_per_shard, shards, cap)
   summed = jax.ops.segment_sum(row_grads, inverse, num_segments=unique.shape[0])
 
-  def finish(ids, grads):
-    # Replicas of this shard over `data` saw other rows of the batch: apply all of them.
-    ids = jax.lax.all_gather(ids.reshape(-1), DATA, tiled=True)
-    grads = jax.lax.all_gather(grads.reshape(-1, grads.shape[-1]), DATA, tiled=True)
-    return apply_rows(shard, slots, ids, grads)
-
+  # Both paths hand over (ids, grads) of one size, M x n, so that the update of the shard
+  # happens once, outside the cond (an update inside a cond copies the whole shard).
   def exchange():
     send_grads = jnp.zeros((shards, cap, summed.shape[-1]), summed.dtype).at[owner, slot].set(
         summed, mode="drop")
-    return finish(jax.lax.all_to_all(send, MODEL, 0, 0, tiled=True),
-                  jax.lax.all_to_all(send_grads, MODEL, 0, 0, tiled=True))
+    ids = jax.lax.all_to_all(send, MODEL, 0, 0, tiled=True)
+    grads = jax.lax.all_to_all(send_grads, MODEL, 0, 0, tiled=True)
+    pad = [(0, 0), (0, unique.shape[0] - cap)]
+    return (jnp.pad(ids, pad, constant_values=rows_per_shard),
+            jnp.pad(grads, pad + [(0, 0)]))
 
   def gather_all():
-    return finish(_mine(jax.lax.all_gather(unique, MODEL), rows_per_shard),
-                  jax.lax.all_gather(summed, MODEL))
+    return (_mine(jax.lax.all_gather(unique, MODEL), rows_per_shard),
+            jax.lax.all_gather(summed, MODEL))
 
-  return jax.lax.cond(_any(overflow), gather_all, exchange)
+  ids, grads = jax.lax.cond(_any(overflow), gather_all, exchange)
+  # Replicas of this shard over `data` saw other rows of the batch: apply all of them.
+  ids = jax.lax.all_gather(ids.reshape(-1), DATA, tiled=True)
+  grads = jax.lax.all_gather(grads.reshape(-1, grads.shape[-1]), DATA, tiled=True)
+  return apply_rows(shard, slots, ids, grads)
 
 
 def apply_gradients(table, slots, flat_ids, row_grads, mesh, cap: int, apply_rows):

@@ -12,9 +12,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ADULT_CONFIG = str(ROOT / "configs" / "adult_wide_deep.py")
 
 
-def run_cli(*args, timeout=600, check=True) -> subprocess.CompletedProcess:
+def run_cli(*args, timeout=600, check=True, env=None) -> subprocess.CompletedProcess:
   """Runs `python -m recjax.main ARGS` in a fresh process, as a user's shell would."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env = env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   result = subprocess.run([sys.executable, "-m", "recjax.main", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
   if check and result.returncode != 0:
