@@ -21,6 +21,7 @@ import tqdm
 
 from recjax import checkpoint
 from recjax import embedding
+from recjax import features as features_lib
 from recjax import input as input_lib
 from recjax import losses
 from recjax import metrics as metrics_lib
@@ -38,8 +39,8 @@ class TrainState:
 
 
 def _dummy_batch(experiment, batch_size: int) -> dict:
-  n_ids = sum(1 for f in experiment.features if hasattr(f, "num_ids"))
-  n_dense = len(experiment.features) - n_ids
+  n_ids = len(features_lib.id_features(experiment.features))
+  n_dense = len(features_lib.numeric_features(experiment.features))
   return {"ids": jnp.zeros((batch_size, n_ids, 1), jnp.int32),
           "weights": jnp.ones((batch_size, n_ids, 1), jnp.float32),
           "dense": jnp.zeros((batch_size, n_dense), jnp.float32)}
