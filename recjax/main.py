@@ -19,6 +19,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is first imported
 
 from recjax import config as config_lib                  # noqa: E402
+from recjax import distributed                           # noqa: E402
 from recjax.errors import RecjaxError                    # noqa: E402
 
 
@@ -53,6 +54,7 @@ def _experiment(args, overrides):
 
 
 def run(argv) -> dict:
+  distributed.initialize()       # one of many processes? join them before JAX is used
   parser = _parser()
   args, rest = parser.parse_known_args(argv)
   overrides = []
