@@ -12,16 +12,12 @@ The engine's step differentiates with respect to the pooled embeddings, as the t
 does, and hands that gradient to `embedding.apply_gradients` (rowwise adagrad on the touched
 rows), jitted with the state donated. Configurations:
 
-  small        26 tables of 10^4 rows (one per feature, the engine's only layout).
+  small        26 tables of 10^4 rows (one per feature).
   large        26 tables of 10^6 rows (2.6 x 10^7 rows in all).
-  shared       one table of 10^8 rows read by all 26 features. The engine has one table per
-               (group, feature) and no table sharing yet, so this is emulated by a single
-               feature whose ids are [B, 1, 26]: a bag of the 26 features' ids, combiner sum.
-               Lookup, de-duplication and update see the same 26 x B ids as `large`, spread
-               over one 10^8-row table; the pooled output is [B, 1, D] (the bag's sum) and
-               every id of a row gets the same gradient v [1, D].
-  shared_small the same single-table bag layout with 2.6 x 10^5 rows, a control (not in the
-               ratio): `shared` over `shared_small` isolates table size from the layout.
+  shared       one table of 10^8 rows shared by all 26 features (`table="shared"`): one
+               lookup and one de-duplicated update over the 26 x B ids of a step.
+  shared_small the same shared layout with 2.6 x 10^5 rows, a control (not in the ratio):
+               `shared` over `shared_small` isolates table size from the layout.
   naive_large  the `large` tables trained the textbook way: jax.value_and_grad of the same
                loss with respect to the tables (autodiff through jnp.take, a table-sized
                gradient) and optax.adam over the whole tables, jitted and donated.
@@ -75,26 +71,27 @@ CONFIGS = ["small", "shared_small", "large", "shared", "naive_large"]
 def _setup(config: str, quick: bool, placement: str):
   """Features, groups and the ids' layout of one configuration."""
   scale = 10 if quick else 1
-  if config.startswith("shared"):
+  shared = config.startswith("shared")
+  if shared:
     rows = FEATURES * 10**4 if config == "shared_small" else 10**8 // scale
-    feature_list = (features_lib.IdFeature("shared", hash_bucket_size=rows),)
-    groups = (features_lib.Group("sparse", ("shared",), DIM, placement=placement),)
-    return feature_list, groups, rows, True
-  rows = 10**4 if config == "small" else 10**6 // scale
+  else:
+    rows = 10**4 if config == "small" else 10**6 // scale
   names = tuple(f"f{i:02d}" for i in range(FEATURES))
-  feature_list = tuple(features_lib.IdFeature(n, hash_bucket_size=rows) for n in names)
-  return feature_list, (features_lib.Group("sparse", names, DIM, placement=placement),), rows, False
+  feature_list = tuple(features_lib.IdFeature(n, hash_bucket_size=rows,
+                                              table="shared" if shared else "")
+                       for n in names)
+  return feature_list, (features_lib.Group("sparse", names, DIM, placement=placement),), rows
 
 
-def _batches(rows: int, shared: bool, seed: int = 0) -> np.ndarray:
-  """[BATCHES, B, F, 1] ids (or [BATCHES, B, 1, F] for the shared table's bag)."""
+def _batches(rows: int, seed: int = 0) -> list[dict]:
+  """BATCHES batches of ids {feature: [B, 1]}."""
   rng = np.random.default_rng(seed)
   ranks = (rng.zipf(ZIPF_EXPONENT, (BATCHES, BATCH, FEATURES)) - 1) % rows
   # Each feature gets its own offset so that the features' hot ids do not all collide on
   # the shared table (independent hashes would behave the same); harmless on separate tables.
   offsets = np.arange(FEATURES) * (rows // FEATURES)
   ids = ((ranks * HASH + offsets) % rows).astype(np.int32)
-  return ids[:, :, None, :] if shared else ids[:, :, :, None]
+  return [{f"f{j:02d}": batch[:, j:j + 1] for j in range(FEATURES)} for batch in ids]
 
 
 def _host_bytes(compiled, devices: int) -> int:
@@ -169,7 +166,7 @@ def run_config(name: str, args, mesh) -> dict:
   """Compiles the configuration's init and step, checks they fit in memory, times the step."""
   devices = mesh.size
   naive = name.startswith("naive_")
-  feature_list, groups, rows, shared = _setup(name.removeprefix("naive_"), args.quick,
+  feature_list, groups, rows = _setup(name.removeprefix("naive_"), args.quick,
                                               args.placement)
   specs, plans = embedding.plan(feature_list, groups)
   optimizer = SparseOptimizer("rowwise_adagrad", learning_rate=0.05)
@@ -199,11 +196,12 @@ def run_config(name: str, args, mesh) -> dict:
                        out_shardings=opt_shardings).lower(shapes).compile()
   if not naive:
     state_shapes += (jax.ShapeDtypeStruct((), jnp.int32),)
-  ids = _batches(rows, shared)
-  batch_shape = jax.ShapeDtypeStruct(ids.shape[1:], jnp.int32)
+  ids = _batches(rows)
+  batch_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.int32), ids[0])
+  weight_shape = jax.tree.map(lambda x: x.update(dtype=jnp.float32), batch_shape)
   step = jax.jit(step, in_shardings=(state_shardings, batch_sharding, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0).lower(
-      state_shapes, batch_shape, batch_shape.update(dtype=jnp.float32)).compile()
+      state_shapes, batch_shape, weight_shape).compile()
   # A fused sparse step needs no temporary the size of a table: this figure says if it does.
   result["step_temp_mib"] = round(
       devices * step.memory_analysis().temp_size_in_bytes / 2**20, 1)
@@ -215,7 +213,8 @@ def run_config(name: str, args, mesh) -> dict:
             f"peak over {devices} device(s), {have / 2**30:.1f} GiB usable"}
 
   ids = [jax.device_put(x, batch_sharding) for x in ids]
-  weights = [jax.device_put(np.ones(x.shape, np.float32), batch_sharding) for x in ids]
+  weights = [jax.tree.map(lambda x: jax.device_put(np.ones(x.shape, np.float32), batch_sharding),
+                          batch) for batch in ids]
   tables = init()
   state = (tables, state_init(tables))
   if not naive:

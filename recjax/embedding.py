@@ -7,10 +7,11 @@ updates only the touched rows of each table and of its optimizer slots. No table
 gradient exists and no optimizer sweeps a table, so a step costs the same for a table of 10^4
 rows or 10^8.
 
-Tables live in a nested dict `tables[group][feature]` of [rows, dim] arrays, in logical row
-order. Small tables are replicated on every device; large ones (a group's `placement`) are
-row-sharded over the mesh's `model` axis and go through `sharded_tables` (all_to_all inside
-shard_map) when a mesh is given. Both paths share `apply_row_gradients`.
+Tables live in a nested dict `tables[group][table]` of [rows, dim] arrays, in logical row
+order; features of a group that name the same `table` share it. Small tables are replicated
+on every device; large ones (a group's `placement`) are row-sharded over the mesh's `model`
+axis and go through `sharded_tables` (all_to_all inside shard_map) when a mesh is given. Both
+paths share `apply_row_gradients`.
 """
 
 import dataclasses
@@ -19,15 +20,17 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from recjax import dedup
 from recjax import features as features_lib
 from recjax import sharded_tables
+from recjax.errors import ConfigError
 from recjax.sparse_optim import SparseOptimizer
 
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
   group: str
-  feature: str
+  name: str                 # the table's name: its features' `table` (default: the feature)
   rows: int                 # stored rows (sharded tables are padded to ROW_ALIGN)
   dim: int
   init_scale: float
@@ -38,46 +41,62 @@ SHARD_ROWS = 1 << 17        # placement "auto" shards tables with at least this 
 
 @dataclasses.dataclass(frozen=True)
 class GroupPlan:
-  """Which columns of the batch's `ids` a group looks up, and how it pools multi-ids."""
+  """The features a group embeds, the table each reads, and how it pools multi-ids."""
   name: str
   features: tuple[str, ...]
-  columns: tuple[int, ...]
+  tables: tuple[str, ...]           # per feature
   combiner: str
-  sharded: tuple[bool, ...] = ()
+  sharded: tuple[str, ...] = ()     # the names of this group's row-sharded tables
   capacity_factor: float = 2.0
+
+  def table_features(self) -> dict[str, list[int]]:
+    """Table name -> positions (in `features`) of the features that share it, in order."""
+    out = {}
+    for j, table in enumerate(self.tables):
+      out.setdefault(table, []).append(j)
+    return out
+
+
+def table_of(feature) -> str:
+  return getattr(feature, "table", "") or feature.name
 
 
 def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]]:
-  """One table per (group, feature); the group reads its features' columns of `ids`."""
-  id_features = features_lib.id_features(features)
-  column = {f.name: i for i, f in enumerate(id_features)}
-  by_name = {f.name: f for f in id_features}
-  tables, plans = [], []
+  """One table per (group, table name): features of a group that name the same table share
+  it (they must agree on its size); the same feature in two groups has a table in each."""
+  by_name = {f.name: f for f in features_lib.id_features(features)}
+  specs, plans = [], []
   for group in groups:
-    sharded = []
+    rows, sharded = {}, []
     for name in group.features:
-      rows = by_name[name].num_ids
-      shard = group.placement == "sharded" or (group.placement == "auto" and rows >= SHARD_ROWS)
-      rows = sharded_tables.storage_rows(rows) if shard else rows
-      tables.append(TableSpec(group.name, name, rows, group.dim, group.init_scale, shard))
-      sharded.append(shard)
-    plans.append(GroupPlan(group.name, group.features, tuple(column[n] for n in group.features),
-                           group.combiner, tuple(sharded), group.capacity_factor))
-  return tuple(tables), tuple(plans)
+      table, n = table_of(by_name[name]), by_name[name].num_ids
+      if rows.setdefault(table, n) != n:
+        raise ConfigError(f"groups.{group.name}: features sharing table {table!r} disagree on "
+                          f"its size ({rows[table]} and {n} ids)")
+    for table, n in rows.items():
+      shard = group.placement == "sharded" or (group.placement == "auto" and n >= SHARD_ROWS)
+      n = sharded_tables.storage_rows(n) if shard else n
+      specs.append(TableSpec(group.name, table, n, group.dim, group.init_scale, shard))
+      if shard:
+        sharded.append(table)
+    plans.append(GroupPlan(group.name, group.features,
+                           tuple(table_of(by_name[n]) for n in group.features), group.combiner,
+                           tuple(sharded), group.capacity_factor))
+  return tuple(specs), tuple(plans)
 
 
 def init(specs, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
   tables = {}
   for spec, key in zip(specs, jax.random.split(rng, len(specs))):
-    tables.setdefault(spec.group, {})[spec.feature] = spec.init_scale * jax.random.normal(
+    tables.setdefault(spec.group, {})[spec.name] = spec.init_scale * jax.random.normal(
         key, (spec.rows, spec.dim), jnp.float32)
   return tables
 
 
 def init_slots(tables, optimizer: SparseOptimizer):
-  """Optimizer slots per table: slots[group][feature] = {slot name: array of `rows` rows}."""
-  return {group: {feature: optimizer.init_slots(table) for feature, table in by_feature.items()}
-          for group, by_feature in tables.items()}
+  """Optimizer slots per table: slots[group][table] = {slot name: array of `rows` rows}."""
+  return {group: {name: optimizer.init_slots(table) for name, table in by_name.items()}
+          for group, by_name in tables.items()}
 
 
 def _coefficients(weights: jax.Array, combiner: str) -> jax.Array:
@@ -94,31 +113,49 @@ def _capacity(plan_, flat_ids, mesh) -> int:
                                  plan_.capacity_factor)
 
 
-def _features(plan_, mesh):
-  """(index in group, feature, column, whether to take the sharded path)."""
-  for j, (feature, column) in enumerate(zip(plan_.features, plan_.columns)):
-    yield j, feature, column, bool(plan_.sharded and plan_.sharded[j] and mesh is not None)
+def _tables(plan_, ids, mesh):
+  """(table, positions of its features, their ids flattened, sharded?). Features sharing a
+  table are concatenated along the id axis, not the batch axis, so that a device's share of
+  the flat ids is still its own rows of the batch."""
+  for table, positions in plan_.table_features().items():
+    flat = jnp.concatenate([ids[plan_.features[j]] for j in positions], 1).reshape(-1)
+    # On a mesh without a model axis to split over, a sharded table is one whole shard: the
+    # plain path reads it the same way without the all_to_all bookkeeping.
+    sharded = mesh is not None and mesh.shape["model"] > 1 and table in plan_.sharded
+    yield table, positions, flat, sharded
 
 
-def lookup(tables, plans, ids: jax.Array, weights: jax.Array, mesh=None) -> dict[str, jax.Array]:
-  """ids, weights [B, F, L] -> {group: pooled embeddings [B, F_group, D]}.
+def _split(flat, positions, plan_, ids):
+  """Undoes `_tables`' concatenation: per feature position, values [B, L, ...]."""
+  batch = ids[plan_.features[positions[0]]].shape[0]
+  flat = flat.reshape((batch, -1) + flat.shape[1:])
+  out, start = {}, 0
+  for j in positions:
+    length = ids[plan_.features[j]].shape[1]
+    out[j] = flat[:, start:start + length]
+    start += length
+  return out
 
-  With a `mesh`, sharded tables are looked up through all_to_all; without, every table is
-  read whole (the replicated path, also used to trace shapes).
+
+def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.Array]:
+  """ids, weights {feature: [B, L]} -> {group: pooled embeddings [B, F_group, D]}.
+
+  Each table is read once per step for all the features that share it. With a `mesh`,
+  sharded tables go through all_to_all; without, every table is read whole (the replicated
+  path, also used to trace shapes).
   """
   out = {}
   for plan_ in plans:
-    pooled = []
-    for _, feature, column, sharded in _features(plan_, mesh):
-      table, feature_ids = tables[plan_.name][feature], ids[:, column]
+    rows = {}
+    for table_name, positions, flat, sharded in _tables(plan_, ids, mesh):
+      table = tables[plan_.name][table_name]
       if sharded:
-        flat = feature_ids.reshape(-1)
-        rows = sharded_tables.lookup(table, flat, mesh, _capacity(plan_, flat, mesh))
-        rows = rows.reshape(feature_ids.shape + (table.shape[1],))
+        found = sharded_tables.lookup(table, flat, mesh, _capacity(plan_, flat, mesh))
       else:
-        rows = jnp.take(table, feature_ids, axis=0)                               # [B, L, D]
-      coef = _coefficients(weights[:, column], plan_.combiner)
-      pooled.append(jnp.einsum("bl,bld->bd", coef, rows))
+        found = jnp.take(table, flat, axis=0)
+      rows.update(_split(found, positions, plan_, ids))                          # [B, L, D]
+    pooled = [jnp.einsum("bl,bld->bd", _coefficients(weights[f], plan_.combiner), rows[j])
+              for j, f in enumerate(plan_.features)]
     out[plan_.name] = jnp.stack(pooled, 1)
   return out
 
@@ -129,10 +166,11 @@ def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOpti
   Duplicates are summed; ids outside the table (padding) are ignored. Only touched rows of the
   table and of its slots are read and written.
   """
-  n = flat_ids.shape[0]
+  n, rows = flat_ids.shape[0], table.shape[0]
   # Sorted unique ids, padded with an out-of-range id whose gather fills and whose scatter drops.
-  unique, inverse = jnp.unique(flat_ids, size=n, fill_value=table.shape[0], return_inverse=True)
-  summed = jax.ops.segment_sum(row_grads, inverse.reshape(-1), num_segments=n)
+  unique, inverse = dedup.unique(jnp.where((flat_ids >= 0) & (flat_ids < rows), flat_ids, rows),
+                                 rows)
+  summed = jax.ops.segment_sum(row_grads, inverse, num_segments=n)
   gather = lambda x: x.at[unique].get(mode="fill", fill_value=0)
   rows, slot_rows = optimizer.update_rows(
       gather(table), {k: gather(v) for k, v in slots.items()}, summed, step)
@@ -141,46 +179,50 @@ def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOpti
   return scatter(table, rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
-def apply_gradients(tables, slots, plans, ids, weights, grads, optimizer: SparseOptimizer,
-                    step=0, mesh=None):
+def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
+                    optimizer: SparseOptimizer, step, mesh=None):
   """Applies d loss / d pooled embeddings ({group: [B, F_group, D]}) to the touched rows;
-  `step` (the train step) drives learning-rate schedules."""
+  `step` (the train step) drives learning-rate schedules.
+
+  An id whose pooling coefficient is 0 (padding) is not touched: it is sent to an
+  out-of-range row, so lazy Adam, FTRL and L2 leave its row and slots alone.
+  """
   apply_rows = lambda t, s, i, g: apply_row_gradients(t, s, i, g, optimizer, step)
   new_tables, new_slots = {}, {}
   for plan_ in plans:
     new_tables[plan_.name], new_slots[plan_.name] = {}, {}
-    for j, feature, column, sharded in _features(plan_, mesh):
-      coef = _coefficients(weights[:, column], plan_.combiner)                    # [B, L]
-      row_grads = coef[:, :, None] * grads[plan_.name][:, j][:, None, :]          # [B, L, D]
-      flat_ids = ids[:, column].reshape(-1)
-      row_grads = row_grads.reshape(flat_ids.shape[0], -1)
-      table, slot = tables[plan_.name][feature], slots[plan_.name][feature]
+    coefs = {j: _coefficients(weights[f], plan_.combiner) for j, f in enumerate(plan_.features)}
+    for table_name, positions, flat_ids, sharded in _tables(plan_, ids, mesh):
+      table, slot = tables[plan_.name][table_name], slots[plan_.name][table_name]
+      row_grads = jnp.concatenate([coefs[j][:, :, None] * grads[plan_.name][:, j][:, None, :]
+                                   for j in positions], 1).reshape(-1, table.shape[1])
+      coef = jnp.concatenate([coefs[j] for j in positions], 1).reshape(-1)
+      flat_ids = jnp.where(coef != 0, flat_ids, table.shape[0])
       if sharded:
         table, slot = sharded_tables.apply_gradients(
             table, slot, flat_ids, row_grads, mesh, _capacity(plan_, flat_ids, mesh), apply_rows)
       else:
         table, slot = apply_rows(table, slot, flat_ids, row_grads)
-      new_tables[plan_.name][feature] = table
-      new_slots[plan_.name][feature] = slot
+      new_tables[plan_.name][table_name] = table
+      new_slots[plan_.name][table_name] = slot
   return new_tables, new_slots
 
 
-def overflow(tables, plans, ids, mesh) -> jax.Array:
+def overflow(tables, plans, ids: dict, mesh) -> jax.Array:
   """Ids of this batch beyond the all_to_all capacity (they took the slower path)."""
   total = jnp.zeros((), jnp.int32)
   for plan_ in plans:
-    for _, feature, column, sharded in _features(plan_, mesh):
+    for table_name, _, flat, sharded in _tables(plan_, ids, mesh):
       if sharded:
-        flat = ids[:, column].reshape(-1)
-        total += sharded_tables.overflow(flat, tables[plan_.name][feature].shape[0], mesh,
+        total += sharded_tables.overflow(flat, tables[plan_.name][table_name].shape[0], mesh,
                                          _capacity(plan_, flat, mesh))
   return total
 
 
 def shardings(specs, tree, mesh):
   """NamedShardings for `tables` or `slots` (any leaves with a leading rows dimension)."""
-  sharded = {(s.group, s.feature): s.sharded for s in specs}
-  return {group: {feature: jax.tree.map(
-      lambda x, shard=sharded[(group, feature)]: NamedSharding(
+  sharded = {(s.group, s.name): s.sharded for s in specs}
+  return {group: {name: jax.tree.map(
+      lambda x, shard=sharded[(group, name)]: NamedSharding(
           mesh, P("model", *([None] * (x.ndim - 1))) if shard else P()), leaf)
-      for feature, leaf in by_feature.items()} for group, by_feature in tree.items()}
+      for name, leaf in by_name.items()} for group, by_name in tree.items()}

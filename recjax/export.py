@@ -38,9 +38,9 @@ def _tf_lookup(tables, plans, ids, weights):
   out = {}
   for plan in plans:
     pooled = []
-    for feature, column in zip(plan.features, plan.columns):
-      rows = tf.gather(tables[plan.name][feature], ids[:, column])          # [B, L, D]
-      w = weights[:, column]
+    for feature, table in zip(plan.features, plan.tables):
+      rows = tf.gather(tables[plan.name][table], ids[feature])                 # [B, L, D]
+      w = weights[feature]
       if plan.combiner == "mean":
         w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
       elif plan.combiner == "sqrtn":

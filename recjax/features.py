@@ -4,8 +4,8 @@ Both paths call the same hashing op (TensorFlow's FarmHash `to_hash_bucket_fast`
 columns, so an id computed in the Grain pipeline is the id the SavedModel computes online.
 Numeric transforms are float32 arithmetic written once for numpy and once for TF.
 
-The model sees two arrays per row: `ids` [F, L] (with `weights` [F, L]) holding every id
-feature in declaration order, and `dense` [D] holding every numeric feature.
+A transformed batch is `ids` and `weights`, {id feature: [N, L]} (L the feature's length,
+padding has weight 0), and `dense` [N, D] holding every numeric feature in declaration order.
 """
 
 import dataclasses
@@ -27,6 +27,7 @@ class IdFeature:
   vocabulary: tuple[str, ...] = ()
   num_oov_buckets: int = 1
   boundaries: tuple[float, ...] = ()
+  table: str = ""                   # features of a group naming the same table share it
 
   def __post_init__(self):
     object.__setattr__(self, "column", self.column or self.name)
@@ -43,6 +44,11 @@ class IdFeature:
   def numeric(self) -> bool:
     """Whether the raw column is numeric (bucketised) rather than strings."""
     return bool(self.boundaries)
+
+  @property
+  def length(self) -> int:
+    """Ids per row (L of the batch's [N, L] ids)."""
+    return 1
 
   @property
   def num_ids(self) -> int:
@@ -178,9 +184,8 @@ def transform(features, columns: dict[str, np.ndarray],
   `where(row)` names a row's origin (file and line) for the error on a non-finite value.
   """
   n = len(next(iter(columns.values())))
-  ids = [f.ids(columns[f.column]) for f in id_features(features)]
+  ids = {f.name: f.ids(columns[f.column])[:, None] for f in id_features(features)}
   dense = [f.values(columns[f.column]) for f in numeric_features(features)]
-  ids = np.stack(ids, 1)[:, :, None] if ids else np.zeros((n, 0, 1), np.int32)
   dense = np.stack(dense, 1) if dense else np.zeros((n, 0), np.float32)
   bad = ~np.isfinite(dense)
   if bad.any():
@@ -190,7 +195,8 @@ def transform(features, columns: dict[str, np.ndarray],
     raw = raw.item() if isinstance(raw, np.generic) else raw
     raise DataError(f"{where(row)}: column {f.column!r} holds {raw!r}, "
                     f"which feature {f.name!r} turns into {dense[row, col]}")
-  return {"ids": ids, "weights": np.ones(ids.shape, np.float32), "dense": dense}
+  weights = {name: np.ones(v.shape, np.float32) for name, v in ids.items()}
+  return {"ids": ids, "weights": weights, "dense": dense}
 
 
 class TfTransform(tf.Module):
@@ -207,8 +213,9 @@ class TfTransform(tf.Module):
 
   def __call__(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = tf.shape(next(iter(columns.values())))[0]
-    ids = [f.tf_ids(columns[f.column], self.vocabularies.get(f.name)) for f in self._ids]
+    ids = {f.name: f.tf_ids(columns[f.column], self.vocabularies.get(f.name))[:, None]
+           for f in self._ids}
     dense = [f.tf_values(columns[f.column]) for f in self._numeric]
-    ids = tf.stack(ids, 1)[:, :, None] if ids else tf.zeros([batch, 0, 1], tf.int32)
     dense = tf.stack(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
-    return {"ids": ids, "weights": tf.ones(tf.shape(ids), tf.float32), "dense": dense}
+    weights = {name: tf.ones(tf.shape(v), tf.float32) for name, v in ids.items()}
+    return {"ids": ids, "weights": weights, "dense": dense}

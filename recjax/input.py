@@ -18,6 +18,7 @@ import glob
 import gzip
 
 import grain
+import jax
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,7 +37,7 @@ class Split:
 
   @property
   def rows(self) -> int:
-    return len(self.arrays["ids"])
+    return len(self.arrays["dense"])
 
 
 def resolve_files(patterns, key: str) -> list[str]:
@@ -199,8 +200,7 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
     if with_labels:
       arrays["label"] = _labels(where, experiment.label, columns[experiment.label.column])
     parts.append(arrays)
-  arrays = {k: np.concatenate([p[k] for p in parts])[process_index::process_count]
-            for k in parts[0]}
+  arrays = jax.tree.map(lambda *p: np.concatenate(p)[process_index::process_count], *parts)
   return Split(arrays, tuple(files))
 
 
@@ -209,7 +209,7 @@ class _TrainBatches:
 
   def __init__(self, arrays, batch_size: int, seed: int):
     self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
-    self.rows = len(arrays["ids"])
+    self.rows = len(arrays["dense"])
     self.per_epoch = self.rows // batch_size
 
   @functools.lru_cache(maxsize=2)
@@ -219,7 +219,7 @@ class _TrainBatches:
   def __call__(self, index: int) -> dict:
     epoch, k = divmod(int(index), self.per_epoch)
     rows = self._permutation(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
-    return {name: array[rows] for name, array in self.arrays.items()}
+    return jax.tree.map(lambda array: array[rows], self.arrays)
 
 
 def batches_per_epoch(split: Split, batch_size: int) -> int:
@@ -240,9 +240,8 @@ def train_iterator(split: Split, batch_size: int, num_batches: int, seed: int,
 def eval_batches(split: Split, batch_size: int):
   """Every row once, in order; the last batch is padded and carries mask 0 on padding."""
   for start in range(0, split.rows, batch_size):
-    batch = {k: v[start:start + batch_size] for k, v in split.arrays.items()}
-    n = len(batch["ids"])
-    pad = batch_size - n
-    batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    n = min(batch_size, split.rows - start)
+    batch = jax.tree.map(lambda v: np.concatenate(
+        [v[start:start + n], np.zeros((batch_size - n,) + v.shape[1:], v.dtype)]), split.arrays)
     batch["mask"] = (np.arange(batch_size) < n).astype(np.float32)
     yield batch

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from recjax import dedup
+
 MODEL, DATA = "model", "data"
 ROW_ALIGN = 1024        # sharded tables are stored with rows padded to a multiple of this, so
                         # that one checkpoint restores onto any mesh of up to 1024 shards
@@ -39,7 +41,8 @@ def _route(flat_ids, rows_per_shard: int, shards: int, cap: int):
   """Unique ids grouped by owner: their (owner, slot) in the send buffer, and the overflow."""
   n = flat_ids.shape[0]
   sentinel = shards * rows_per_shard
-  unique, inverse = jnp.unique(flat_ids, size=n, fill_value=sentinel, return_inverse=True)
+  unique, inverse = dedup.unique(
+      jnp.where((flat_ids >= 0) & (flat_ids < sentinel), flat_ids, sentinel), sentinel)
   owner = unique // rows_per_shard                  # non-decreasing; padding gets owner M
   starts = jnp.searchsorted(unique, jnp.arange(shards) * rows_per_shard)
   slot = jnp.arange(n) - starts[jnp.minimum(owner, shards - 1)]
@@ -47,7 +50,7 @@ def _route(flat_ids, rows_per_shard: int, shards: int, cap: int):
   overflow = jnp.sum(valid & (slot >= cap))
   send = jnp.full((shards, cap), rows_per_shard, jnp.int32).at[owner, slot].set(
       (unique % rows_per_shard).astype(jnp.int32), mode="drop")
-  return unique, inverse.reshape(-1), owner, slot, send, overflow
+  return unique, inverse, owner, slot, send, overflow
 
 
 def _any(overflow):

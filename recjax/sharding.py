@@ -43,4 +43,5 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
   """This process's numpy rows -> global jax arrays sharded over the batch axis."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)

@@ -39,10 +39,10 @@ class TrainState:
 
 
 def _dummy_batch(experiment, batch_size: int) -> dict:
-  n_ids = len(features_lib.id_features(experiment.features))
+  ids = {f.name: jnp.zeros((batch_size, f.length), jnp.int32)
+         for f in features_lib.id_features(experiment.features)}
   n_dense = len(features_lib.numeric_features(experiment.features))
-  return {"ids": jnp.zeros((batch_size, n_ids, 1), jnp.int32),
-          "weights": jnp.ones((batch_size, n_ids, 1), jnp.float32),
+  return {"ids": ids, "weights": jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), ids),
           "dense": jnp.zeros((batch_size, n_dense), jnp.float32)}
 
 

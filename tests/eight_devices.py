@@ -24,9 +24,11 @@ def _setup(capacity_factor):
 
 
 def _batch(rng):
-  ids = np.stack([rng.zipf(1.3, (B, L)) % 5000, rng.integers(0, 300, (B, L))], 1).astype(np.int32)
-  weights = (rng.random((B, 2, L)) < 0.8).astype(np.float32)
-  weights[:, :, 0] = 1.0
+  ids = {"a": (rng.zipf(1.3, (B, L)) % 5000).astype(np.int32),
+         "b": rng.integers(0, 300, (B, L)).astype(np.int32)}
+  weights = {n: (rng.random((B, L)) < 0.8).astype(np.float32) for n in ids}
+  for w in weights.values():
+    w[:, 0] = 1.0
   return ids, weights
 
 
@@ -97,9 +99,9 @@ def step(t, s, ids, w, v):
   return t, s
 
 
-ids = jax.device_put(np.arange(4096, dtype=np.int32).reshape(4096, 1, 1) * 97,
+ids = jax.device_put({"big": np.arange(4096, dtype=np.int32).reshape(4096, 1) * 97},
                      sharding.batch_sharding(mesh))
-w = jax.device_put(np.ones((4096, 1, 1), np.float32), sharding.batch_sharding(mesh))
+w = jax.device_put({"big": np.ones((4096, 1), np.float32)}, sharding.batch_sharding(mesh))
 v = jax.device_put(np.ones((4096, 1, 16), np.float32), sharding.batch_sharding(mesh))
 compiled = jax.jit(step, donate_argnums=(0, 1)).lower(tables, slots, ids, w, v).compile()
 memory = compiled.memory_analysis()

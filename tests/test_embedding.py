@@ -20,7 +20,6 @@ FEATURES = (
     features.IdFeature("item", hash_bucket_size=30),
 )
 ROWS = {"user": 40, "tags": 5, "item": 30}
-COLUMN = {"user": 0, "tags": 1, "item": 2}
 BATCH, LENGTH = 6, 4
 # Ids are drawn from the first rows only, so batches repeat ids and most rows stay untouched.
 DRAWN = {"user": 7, "tags": 4, "item": 6}
@@ -35,24 +34,29 @@ def _plan(combiner):
 
 
 def _batch(rng):
-  """ids, weights [B, 3, L] with duplicates within a row and across rows, zero-weight padding
-  and one row whose bags are all padding."""
-  ids = np.stack([rng.integers(0, DRAWN[n], (BATCH, LENGTH)) for n in COLUMN], 1).astype(np.int32)
-  ids[0, :, :] = 2                                     # the same id L times in one bag
-  ids[1, :, :2] = 3                                    # and twice in another
-  weights = rng.uniform(0.5, 2.0, ids.shape).astype(np.float32)
-  weights[:, :, -1] = 0.0                              # padding at the end of every bag
-  weights[2, :, 1:] = 0.0                              # a bag of one id
-  weights[3] = 0.0                                     # every bag of row 3 is empty
-  return jnp.asarray(ids), jnp.asarray(weights)
+  """ids, weights {feature: [B, L]} with duplicates within a row and across rows, zero-weight
+  padding and one row whose bags are all padding."""
+  ids, weights = {}, {}
+  for n in ROWS:
+    i = rng.integers(0, DRAWN[n], (BATCH, LENGTH)).astype(np.int32)
+    i[0, :] = 2                                        # the same id L times in one bag
+    i[1, :2] = 3                                       # and twice in another
+    w = rng.uniform(0.5, 2.0, i.shape).astype(np.float32)
+    w[:, -1] = 0.0                                     # padding at the end of every bag
+    w[2, 1:] = 0.0                                     # a bag of one id
+    w[3] = 0.0                                         # every bag of row 3 is empty
+    ids[n], weights[n] = jnp.asarray(i), jnp.asarray(w)
+  return ids, weights
 
 
-def test_plan_columns_skip_numeric_features():
+def test_plan_has_a_table_per_group_and_feature():
   specs, plans = _plan("sum")
-  assert [(s.group, s.feature, s.rows, s.dim) for s in specs] == [
+  assert [(s.group, s.name, s.rows, s.dim) for s in specs] == [
       ("wide", "item", 30, 1), ("wide", "user", 40, 1),
       ("deep", "tags", 5, 3), ("deep", "item", 30, 3), ("deep", "user", 40, 3)]
-  assert [(p.name, p.columns) for p in plans] == [("wide", (2, 0)), ("deep", (1, 2, 0))]
+  assert [(p.name, p.features, p.tables) for p in plans] == [
+      ("wide", ("item", "user"), ("item", "user")),
+      ("deep", ("tags", "item", "user"), ("tags", "item", "user"))]
 
 
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
@@ -61,19 +65,20 @@ def test_lookup_equals_numpy_loop(combiner):
   tables = embedding.init(specs, jax.random.key(0))
   ids, weights = _batch(np.random.default_rng(1))
   pooled = embedding.lookup(tables, plans, ids, weights)
-  ids, weights = np.asarray(ids), np.asarray(weights, np.float64)
+  ids = jax.tree.map(np.asarray, ids)
+  weights = jax.tree.map(lambda w: np.asarray(w, np.float64), weights)
   for plan_ in plans:
     dim = tables[plan_.name][plan_.features[0]].shape[1]
     expected = np.zeros((BATCH, len(plan_.features), dim))
     for b in range(BATCH):
       for j, feature in enumerate(plan_.features):
         table = np.asarray(tables[plan_.name][feature], np.float64)
-        w = weights[b, COLUMN[feature]]
+        w = weights[feature][b]
         norm = {"sum": 1.0, "mean": w.sum(), "sqrtn": np.sqrt((w * w).sum())}[combiner]
         if norm == 0:
           continue                                     # an empty bag pools to zeros
         for l in range(LENGTH):
-          expected[b, j] += w[l] / norm * table[ids[b, COLUMN[feature], l]]
+          expected[b, j] += w[l] / norm * table[ids[feature][b, l]]
     assert pooled[plan_.name].shape == expected.shape
     np.testing.assert_allclose(pooled[plan_.name], expected, rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(pooled["deep"][3], 0.0)
@@ -126,7 +131,7 @@ def test_apply_gradients_equals_dense_reference(name, jit):
   ref_init, ref_step = _dense_reference(name, optimizer)
   ref_tables, ref_state = tables, ref_init(tables)
   start_tables, start_slots = tables, slots
-  update = lambda t, s, i, w, g: embedding.apply_gradients(t, s, plans, i, w, g, optimizer)
+  update = lambda t, s, i, w, g: embedding.apply_gradients(t, s, plans, i, w, g, optimizer, 0)
   if jit:
     update = jax.jit(update)
   rng = np.random.default_rng(3)
@@ -144,7 +149,7 @@ def test_apply_gradients_equals_dense_reference(name, jit):
     # d loss / d pooled is exactly the fixed vector, which is what the train step hands over.
     tables, slots = update(tables, slots, ids, weights, vectors)
     for n in ROWS:
-      touched[n][np.unique(np.asarray(ids)[:, COLUMN[n]])] = True
+      touched[n][np.unique(np.asarray(ids[n]))] = True
 
   ref_slots = _reference_slots(name, ref_state)
   for plan_ in plans:

@@ -122,14 +122,16 @@ def test_transform_matches_tf_transform():
   out = features.transform(FEATURES, columns)
   tf_out = features.TfTransform(FEATURES)({k: tf.constant(v) for k, v in columns.items()})
   n = len(STRINGS)
-  assert out["ids"].shape == (n, 3, 1) and out["dense"].shape == (n, 2)
-  np.testing.assert_array_equal(out["ids"], tf_out["ids"].numpy())
-  np.testing.assert_array_equal(out["weights"], tf_out["weights"].numpy())
-  np.testing.assert_array_equal(out["weights"], 1.0)
+  assert list(out["ids"]) == ["user", "country", "age_bucket"]     # declaration order
+  assert all(v.shape == (n, 1) and v.dtype == np.int32 for v in out["ids"].values())
+  assert out["dense"].shape == (n, 2)
+  for name in out["ids"]:
+    np.testing.assert_array_equal(out["ids"][name], tf_out["ids"][name].numpy())
+    np.testing.assert_array_equal(out["weights"][name], tf_out["weights"][name].numpy())
+    np.testing.assert_array_equal(out["weights"][name], 1.0)
   np.testing.assert_allclose(out["dense"], tf_out["dense"].numpy(), rtol=1e-6)
-  # Columns follow declaration order: user, country, age_bucket; income, age.
-  np.testing.assert_array_equal(out["ids"][:4, 1, 0], [0, 1, 2, 3])
-  np.testing.assert_array_equal(out["ids"][:, 2, 0], FEATURES[3].ids(columns["age"]))
+  np.testing.assert_array_equal(out["ids"]["country"][:4, 0], [0, 1, 2, 3])
+  np.testing.assert_array_equal(out["ids"]["age_bucket"][:, 0], FEATURES[3].ids(columns["age"]))
   np.testing.assert_allclose(out["dense"][:, 1], (columns["age"] - 40.0) / 12.5, rtol=1e-6)
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 
+import jax
 import ml_collections
 import numpy as np
 import pyarrow as pa
@@ -39,9 +40,12 @@ def test_csv_rows_become_ids_dense_and_labels(tmp_path):
   np.testing.assert_array_equal(split.arrays["label"], [1, 0, 1, 0])
   np.testing.assert_allclose(split.arrays["dense"], [[-0.5, 2.5], [0.5, -1], [1, 0], [1.5, 7]])
   # column order of ids: declaration order of id features (sorted config keys): b, c_bucket
-  np.testing.assert_array_equal(split.arrays["ids"][:, :, 0], [[0, 2], [1, 0], [2, 1], [0, 2]])
-  assert split.arrays["ids"].dtype == np.int32 and split.arrays["ids"].shape == (4, 2, 1)
-  np.testing.assert_array_equal(split.arrays["weights"], np.ones((4, 2, 1)))
+  ids = split.arrays["ids"]
+  assert list(ids) == ["b", "c_bucket"]         # declaration order (sorted config keys)
+  np.testing.assert_array_equal(ids["b"][:, 0], [0, 1, 2, 0])
+  np.testing.assert_array_equal(ids["c_bucket"][:, 0], [2, 0, 1, 2])
+  assert all(v.dtype == np.int32 and v.shape == (4, 1) for v in ids.values())
+  np.testing.assert_array_equal(split.arrays["weights"]["b"], np.ones((4, 1)))
 
 
 def test_headerless_gzip_with_spaces_and_parquet_read_the_same(tmp_path):
@@ -55,8 +59,7 @@ def test_headerless_gzip_with_spaces_and_parquet_read_the_same(tmp_path):
                            "label": [1, 0, 1, 0]}), tmp_path / "t.parquet")
   for experiment in (headerless, _experiment(tmp_path / "t.parquet", fmt="parquet")):
     arrays = input_lib.load_split(experiment, "train").arrays
-    for key in expected:
-      np.testing.assert_array_equal(arrays[key], expected[key])
+    jax.tree.map(np.testing.assert_array_equal, arrays, expected)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -84,8 +87,8 @@ def test_missing_files_are_named(tmp_path):
 
 def _split(rows=103):
   rng = np.random.default_rng(0)
-  arrays = {"ids": np.arange(rows, dtype=np.int32).reshape(rows, 1, 1),
-            "weights": np.ones((rows, 1, 1), np.float32),
+  arrays = {"ids": {"x": np.arange(rows, dtype=np.int32).reshape(rows, 1)},
+            "weights": {"x": np.ones((rows, 1), np.float32)},
             "dense": rng.normal(size=(rows, 2)).astype(np.float32),
             "label": rng.integers(0, 2, rows).astype(np.float32)}
   return input_lib.Split(arrays, ("memory",))
@@ -94,12 +97,12 @@ def _split(rows=103):
 def test_each_epoch_is_a_fresh_permutation_of_whole_batches():
   split = _split()
   batches = list(input_lib.train_iterator(split, 10, 20, seed=3))
-  assert len(batches) == 20 and all(b["ids"].shape == (10, 1, 1) for b in batches)
-  first, second = (np.concatenate([b["ids"].ravel() for b in batches[e * 10:(e + 1) * 10]])
+  assert len(batches) == 20 and all(b["ids"]["x"].shape == (10, 1) for b in batches)
+  first, second = (np.concatenate([b["ids"]["x"].ravel() for b in batches[e * 10:(e + 1) * 10]])
                    for e in (0, 1))
   assert len(set(first)) == 100 and len(set(second)) == 100     # no row twice in an epoch
   assert not np.array_equal(first, second)
-  row = batches[0]["ids"][0, 0, 0]                              # rows stay aligned across keys
+  row = batches[0]["ids"]["x"][0, 0]                             # rows stay aligned across keys
   np.testing.assert_array_equal(batches[0]["dense"][0], split.arrays["dense"][row])
 
 
@@ -115,13 +118,12 @@ def test_restored_iterator_yields_exactly_the_next_batches():
   rest = list(resumed)
   assert len(rest) == 18
   for got, want in zip(rest, reference[7:]):
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key])
+    jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
 def test_eval_batches_cover_every_row_once_with_a_mask_on_padding():
   split = _split(25)
   batches = list(input_lib.eval_batches(split, 10))
   assert [int(b["mask"].sum()) for b in batches] == [10, 10, 5]
-  ids = np.concatenate([b["ids"].ravel()[b["mask"] > 0] for b in batches])
+  ids = np.concatenate([b["ids"]["x"].ravel()[b["mask"] > 0] for b in batches])
   np.testing.assert_array_equal(ids, np.arange(25))
