@@ -9,6 +9,7 @@ key and the nearest valid keys, before any data is read or any checkpoint is wri
 import ast
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import pathlib
 import types
@@ -110,7 +111,10 @@ def _schema(config: ml_collections.ConfigDict, keys: list[str]):
   if path in fixed:
     return fixed[path]
   if path == ("model",):
-    return MODELS.get(config.get("model", {}).get("name"))
+    try:
+      return model_class(config.get("model", {}).get("name"))
+    except ConfigError:
+      return None
   if len(path) == 2 and path[0] == "groups":
     return features_lib.Group
   if len(path) == 2 and path[0] == "features" and path[1] in config.features:
@@ -217,6 +221,28 @@ def build(cls, values, key: str, **fixed):
     raise ConfigError(f"{key}: {e}") from None
 
 
+def model_class(name):
+  """The Flax module class that `model.name` names: a key of `models.MODELS`, or
+  "package.module:Class" for a model defined outside recjax (imported here; it needs a
+  `task` field, like the built-in models)."""
+  if isinstance(name, str) and name in MODELS:
+    return MODELS[name]
+  if not isinstance(name, str) or ":" not in name:
+    raise ConfigError(f"model.name: {name!r} is not a model; {_nearest(str(name), MODELS)}, "
+                      "or package.module:Class")
+  module_name, _, attr = name.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ConfigError(f"model.name: cannot import {module_name!r} for {name!r}: {e}") from None
+  cls = getattr(module, attr, None)
+  if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    raise ConfigError(f"model.name: {module_name} has no Flax module class {attr!r}")
+  if "task" not in {f.name for f in dataclasses.fields(cls)}:
+    raise ConfigError(f"model.name: {name} has no `task` field (the logits key to train)")
+  return cls
+
+
 _SECTIONS = ("data", "label", "features", "groups", "model", "train", "optimizer", "export")
 
 
@@ -235,8 +261,7 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
   features_lib.check_groups(features, groups)
   model_values = dict(config.model)
   model_name = model_values.pop("name", None)
-  if model_name not in MODELS:
-    raise ConfigError(f"model.name: {model_name!r} is not a model; {_nearest(str(model_name), MODELS)}")
+  model_cls = model_class(model_name)
   optimizer = dict(config.get("optimizer") or {})
   unknown = set(optimizer) - {"dense", "sparse"}
   if unknown:
@@ -248,7 +273,7 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
       features=features,
       groups=groups,
       model_name=model_name,
-      model=build(MODELS[model_name], model_values, "model"),
+      model=build(model_cls, model_values, "model"),
       train=build(TrainSpec, config.get("train"), "train"),
       dense_optimizer=build(optim.DenseOptimizer, optimizer.get("dense"), "optimizer.dense"),
       sparse_optimizer=build(sparse_optim.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
