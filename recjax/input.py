@@ -205,12 +205,21 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
 
 
 class _TrainBatches:
-  """Batch i of an endless sequence of epochs, each a fresh seeded permutation of the rows."""
+  """This process's share of global batch i of an endless sequence of epochs, each a fresh
+  seeded permutation of the rows.
 
-  def __init__(self, arrays, batch_size: int, seed: int):
+  Every process holds the same rows and draws the same permutation, then takes its slice of
+  each global batch: so the global batches, and the trained model, are the same for any
+  number of processes, and the iterator position (a batch index) restores onto any.
+  """
+
+  def __init__(self, arrays, batch_size: int, seed: int, process_index: int = 0,
+               process_count: int = 1):
     self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
     self.rows = len(arrays["dense"])
     self.per_epoch = self.rows // batch_size
+    local = batch_size // process_count
+    self.local = slice(process_index * local, (process_index + 1) * local)
 
   @functools.lru_cache(maxsize=2)
   def _permutation(self, epoch: int) -> np.ndarray:
@@ -218,7 +227,7 @@ class _TrainBatches:
 
   def __call__(self, index: int) -> dict:
     epoch, k = divmod(int(index), self.per_epoch)
-    rows = self._permutation(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+    rows = self._permutation(epoch)[k * self.batch_size:(k + 1) * self.batch_size][self.local]
     return jax.tree.map(lambda array: array[rows], self.arrays)
 
 
@@ -227,12 +236,16 @@ def batches_per_epoch(split: Split, batch_size: int) -> int:
 
 
 def train_iterator(split: Split, batch_size: int, num_batches: int, seed: int,
-                   num_threads: int = 2):
-  """A checkpointable Grain iterator over `num_batches` shuffled training batches."""
+                   num_threads: int = 2, process_index: int = 0, process_count: int = 1):
+  """A checkpointable Grain iterator over `num_batches` shuffled global batches of
+  `batch_size` rows, of which it yields this process's share."""
   if split.rows < batch_size:
     raise DataError(f"{', '.join(split.files)}: {split.rows} rows, fewer than one batch "
                     f"of {batch_size}")
-  dataset = grain.MapDataset.range(num_batches).map(_TrainBatches(split.arrays, batch_size, seed))
+  if batch_size % process_count:
+    raise DataError(f"train.batch_size {batch_size} does not split over {process_count} processes")
+  batches = _TrainBatches(split.arrays, batch_size, seed, process_index, process_count)
+  dataset = grain.MapDataset.range(num_batches).map(batches)
   return iter(dataset.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)))
 

@@ -105,15 +105,25 @@ def make_predict_step(experiment, mesh=None):
   return predict_step
 
 
+def _local_share(batch: dict) -> dict:
+  """This process's slice of a global batch that every process holds whole."""
+  size = len(batch["mask"]) // jax.process_count()
+  start = jax.process_index() * size
+  return jax.tree.map(lambda v: v[start:start + size], batch)
+
+
 def predict(experiment, state, split, mesh) -> np.ndarray:
-  """Probabilities for every row of `split`, in order."""
+  """Probabilities for every row of `split`, in order (every process reads every row, feeds
+  its share of each batch and receives all the probabilities)."""
   batch_size = experiment.train.eval_batch_size
-  step = jax.jit(make_predict_step(experiment, mesh))
+  step = jax.jit(make_predict_step(experiment, mesh), out_shardings=sharding.replicated(mesh))
   out = []
   for batch in input_lib.eval_batches(split, batch_size):
     mask = batch.pop("mask")
     batch.pop("label", None)
-    probs = step(state, sharding.to_global(batch, sharding.batch_sharding(mesh)))
+    local = _local_share(batch | {"mask": mask})
+    local.pop("mask")
+    probs = step(state, sharding.to_global(local, sharding.batch_sharding(mesh)))
     out.append(np.asarray(probs)[mask > 0])
   return np.concatenate(out)
 
@@ -164,12 +174,15 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   mesh = sharding.make_mesh()
   if cfg.batch_size % mesh.size or cfg.eval_batch_size % mesh.size:
     raise ValueError(f"train.batch_size and eval_batch_size must divide by {mesh.size} devices")
-  train_split = input_lib.load_split(experiment, "train", process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+  # Every process reads every row and takes its share of each global batch (input.py).
+  train_split = input_lib.load_split(experiment, "train")
   eval_split = (input_lib.load_split(experiment, "eval")
                 if run_eval and experiment.data.eval else None)
   steps = cfg.steps or cfg.epochs * input_lib.batches_per_epoch(train_split, cfg.batch_size)
-  data = input_lib.train_iterator(train_split, cfg.batch_size // jax.process_count(), steps, cfg.seed)
+  data = input_lib.train_iterator(train_split, cfg.batch_size, steps, cfg.seed,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  chief = jax.process_index() == 0      # the one process that writes summaries and exports
 
   target = state_target(experiment, mesh)
   state_sharding = jax.tree.map(lambda s: s.sharding, target)
@@ -186,11 +199,13 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
 
   train_step = jax.jit(make_train_step(experiment, mesh), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=0)
-  writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
-  progress = tqdm.tqdm(total=steps, initial=start, unit="step", disable=not cfg.progress_bar,
+  writer = (tf.summary.create_file_writer(str(workdir / "tensorboard")) if chief
+            else tf.summary.create_noop_writer())
+  progress = tqdm.tqdm(total=steps, initial=start, unit="step",
+                       disable=not (cfg.progress_bar and chief),
                        mininterval=1.0, dynamic_ncols=True)
   losses_since_log, overflows, timed_steps, timer = [], [], 0, None
-  total_overflow = 0
+  total_overflow, loss = 0, None
   for step in range(start, steps):
     batch = sharding.to_global(next(data), batch_sharding)
     state, step_metrics = train_step(state, batch)
@@ -225,7 +240,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
     checkpointer.save(steps, state, data)
   checkpointer.close()
 
-  summary = {"steps": steps, "resumed_from": resumed_from, "examples_per_s": examples_per_s,
+  summary = {"steps": steps, "resumed_from": resumed_from, "loss": loss,
+             "examples_per_s": examples_per_s,
              "train_rows": train_split.rows, "embedding_overflow": total_overflow,
              "checkpoint": str(checkpointer.directory / str(steps))}
   if eval_split is not None:
@@ -236,6 +252,10 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   writer.flush()
   if run_export and experiment.export.enabled:
     from recjax import export   # TF graph building only when exporting
-    summary["saved_model"] = str(export.export(experiment, state, workdir / "saved_model"))
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if jax.process_count() > 1:   # every process takes part in gathering the tables whole
+      state = jax.jit(lambda s: s, out_shardings=sharding.replicated(mesh))(state)
+    if chief:
+      summary["saved_model"] = str(export.export(experiment, state, workdir / "saved_model"))
+  if chief:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

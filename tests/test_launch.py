@@ -15,7 +15,7 @@ import yaml      # PyYAML comes with flax and orbax-checkpoint
 
 from recjax import distributed
 from recjax.errors import ConfigError
-from tests.conftest import ADULT_CONFIG, ROOT, summary_of
+from tests.conftest import ADULT_CONFIG, ROOT, run_cli, summary_of
 
 LAUNCH = str(ROOT / "launch" / "launch.py")
 TRAIN = ("--config", f"{ADULT_CONFIG}:smoke", "--workdir", "/shared/run")
@@ -96,24 +96,31 @@ def test_a_bad_role_is_a_clean_cli_error(tmp_path):
 
 # ---- local processes ----
 
-def test_two_processes_on_localhost_train_and_end_with_a_summary(tmp_path):
+def test_two_processes_on_localhost_train_the_same_model_as_one(tmp_path, adult_run):
+  """The same global batches on 2 processes as on 1: the same loss and eval metrics, and one
+  checkpoint that a single process resumes from."""
+  _, single = adult_run            # 1 process, the same smoke config
   workdir = tmp_path / "run"
   result = launch("--num_processes", 2, "--config", f"{ADULT_CONFIG}:smoke", "--workdir", workdir,
-                  "--config.train.progress_bar=False", "--no-export",
-                  "--no-eval")   # evaluation is not multi-process yet (see the launch notes)
+                  "--config.train.progress_bar=False")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = summary_of(result)
   assert summary["steps"] == 30 and summary["resumed_from"] is None
-  assert summary["checkpoint"] == str(workdir / "checkpoints" / "30")
+  assert summary["train_rows"] == single["train_rows"] == 32561
+  assert abs(summary["loss"] - single["loss"]) <= 1e-5, (summary["loss"], single["loss"])
+  for name in ("auc", "log_loss", "accuracy"):
+    assert abs(summary["eval"][name] - single["eval"][name]) <= 1e-5, name
   lines = result.stdout.splitlines()
   for rank in (0, 1):      # both trained, each output prefixed with its rank
     assert any(line.startswith(f"[{rank}] {{") and '"steps": 30' in line for line in lines)
-  # Every process wrote its input position into the one Orbax checkpoint.
-  data = workdir / "checkpoints" / "30" / "data"
-  assert sorted(p.name for p in data.glob("process_*")) == ["process_0-of-2.json", "process_1-of-2.json"]
-  # Split by rows: together the two processes read the whole file once.
-  assert sum(json.loads(line.split(" ", 1)[1])["train_rows"] for line in lines
-             if line[:4] in ("[0] ", "[1] ") and line[4:5] == "{") == 32561
+  # Only process 0 wrote the summary file and the SavedModel.
+  assert json.loads((workdir / "summary.json").read_text())["loss"] == summary["loss"]
+  assert (workdir / "saved_model" / "saved_model.pb").exists()
+  # The checkpoint restores onto one process, which trains on from step 30.
+  resumed = summary_of(run_cli("train", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", workdir,
+                               "--config.train.progress_bar=False", "--config.train.steps=40",
+                               "--no-eval", "--no-export"))
+  assert resumed["resumed_from"] == 30 and resumed["steps"] == 40
 
 
 def test_a_failing_process_stops_the_others(tmp_path):
