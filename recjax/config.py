@@ -22,6 +22,7 @@ import ml_collections
 from recjax import features as features_lib
 from recjax import optim
 from recjax import sparse_optim
+from recjax import synthetic
 from recjax.errors import ConfigError
 from recjax.models import MODELS
 
@@ -29,13 +30,46 @@ from recjax.models import MODELS
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
   """Where the rows are and how to read them."""
-  train: tuple[str, ...]            # file paths or glob patterns
+  train: tuple[str, ...] = ()       # file paths or glob patterns
   eval: tuple[str, ...] = ()
-  format: str = "csv"               # csv | parquet
+  format: str = "csv"               # csv | parquet | tfrecord | synthetic
   columns: tuple[str, ...] = ()     # CSV column names when the files have no header
   header: bool = True
-  delimiter: str = ","
+  delimiter: str = ","              # "\t" for TSV
+  quote_char: str = '"'             # "" when fields are never quoted
   strip_whitespace: bool = False    # trim spaces around CSV fields ("a, b" files)
+  synthetic: Any = None             # format "synthetic": rows, eval_rows, seed, columns, ...
+  bad_rows: str = "error"           # error | skip (counted, up to max_bad_fraction)
+  max_bad_fraction: float = 0.001   # with skip: a larger share of bad rows stops the run
+
+  def __post_init__(self):
+    formats = ("csv", "parquet", "tfrecord", "synthetic")
+    if self.format not in formats:
+      raise ConfigError(f"data.format: {self.format!r} is not one of {', '.join(formats)}")
+    if self.bad_rows not in ("error", "skip"):
+      raise ConfigError(f"data.bad_rows: {self.bad_rows!r} is not one of error, skip")
+    if not 0 <= self.max_bad_fraction <= 1:
+      raise ConfigError(f"data.max_bad_fraction: {self.max_bad_fraction} is not in [0, 1]")
+    if len(self.quote_char) > 1:
+      raise ConfigError(f"data.quote_char: {self.quote_char!r} is not one character or empty")
+    if self.format != "synthetic":
+      if self.synthetic is not None:
+        raise ConfigError("data.synthetic: set only with data.format = 'synthetic'")
+      return
+    schema = (self.synthetic if isinstance(self.synthetic, synthetic.Schema)
+              else synthetic.schema(self.synthetic))
+    object.__setattr__(self, "synthetic", schema)
+    # The splits of a synthetic source are named like files, so errors and summaries
+    # name them as they name files.
+    if not self.train:
+      object.__setattr__(self, "train", ("synthetic:train",))
+    if not self.eval and schema.eval_rows:
+      object.__setattr__(self, "eval", ("synthetic:eval",))
+    for key in ("train", "eval"):
+      for name in getattr(self, key):
+        if name not in ("synthetic:train", "synthetic:eval"):
+          raise ConfigError(f"data.{key}: {name!r} is not synthetic:train or synthetic:eval "
+                            "(the splits of a synthetic source)")
 
 
 @dataclasses.dataclass(frozen=True)

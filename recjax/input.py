@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from recjax import features as features_lib
+from recjax import synthetic
 from recjax.errors import DataError
 
 
@@ -126,12 +127,12 @@ def _read_csv(path, data, needed, numeric) -> pa.Table:
     raise _locate_csv_error(path, data, names, numeric, str(e)) from None
 
 
-def _read_parquet(path, needed, numeric) -> pa.Table:
-  schema = pq.read_schema(path)
-  missing = [c for c in needed if c not in schema.names]
+def _read_parquet(path, needed, numeric, table=None) -> pa.Table:
+  names = table.column_names if table is not None else pq.read_schema(path).names
+  missing = [c for c in needed if c not in names]
   if missing:
-    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(schema.names)}")
-  table = pq.read_table(path, columns=needed)
+    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(names)}")
+  table = pq.read_table(path, columns=needed) if table is None else table.select(needed)
   for column in needed:
     target = pa.float64() if column in numeric else pa.string()
     try:
@@ -149,8 +150,11 @@ def read_columns(path, data, needed, numeric) -> dict[str, np.ndarray]:
       table = _read_csv(path, data, needed, numeric)
     elif data.format == "parquet":
       table = _read_parquet(path, needed, numeric)
+    elif data.format == "synthetic":     # the generated columns take the Parquet path
+      split = path.partition(":")[2]
+      table = _read_parquet(path, needed, numeric, synthetic.generate(data.synthetic, split))
     else:
-      raise DataError(f"data.format: {data.format!r} is not one of csv, parquet")
+      raise DataError(f"data.format: {data.format!r} is not one of csv, parquet, synthetic")
   except (FileNotFoundError, IsADirectoryError) as e:
     raise DataError(f"{path}: {e.strerror}") from None
   columns = {}
@@ -185,7 +189,8 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   patterns = getattr(data, split)
   if not patterns:
     raise DataError(f"data.{split}: no files configured")
-  files = resolve_files(patterns, f"data.{split}")
+  files = (list(patterns) if data.format == "synthetic"
+           else resolve_files(patterns, f"data.{split}"))
   numeric = {f.column for f in experiment.features
              if isinstance(f, features_lib.NumericFeature) or f.numeric}
   if with_labels and not experiment.label.positive:
