@@ -1,40 +1,39 @@
-"""Input: read CSV / Parquet files, transform whole columns, and serve pre-batched blocks via Grain.
+"""Input: read every source of a split, transform whole columns, and serve pre-batched blocks.
 
-A split is read and transformed once, column by column (vectorised numpy, the same hashing op
-as the SavedModel), into int32 ids, float32 dense values and labels. Training batches are a
-Grain `MapDataset` over batch indices: batch i of epoch e gathers rows
-`permutation(seed, e)[i*B:(i+1)*B]`, so one element is a whole numpy batch (no per-row Python)
-and the iterator state saved with a checkpoint resumes at exactly the next batch.
+A split is read (`readers`: CSV/TSV, Parquet, TFRecord, synthetic) and transformed once,
+column by column (vectorised numpy, the same hashing op as the SavedModel), into int32 ids,
+float32 dense values and labels. Training batches are a Grain `MapDataset` over batch
+indices: batch i of epoch e gathers rows `permutation(seed, e)[i*B:(i+1)*B]`, so one element
+is a whole numpy batch (no per-row Python) and the iterator state saved with a checkpoint
+resumes at exactly the next batch.
 
-Bad input never passes silently: a missing file, a row with the wrong number of fields, an
-unparsable or missing number and a non-finite value each raise `DataError` naming the file and
-the line (CSV) or row (Parquet).
+Bad input never passes silently: a missing file or column is an error naming it, and a bad row
+(wrong field count, a number that is unparsable, missing, NaN or infinite, an id out of range,
+a label other than 0/1) either stops the run naming its file and line or is counted and
+skipped, as `data.bad_rows` says (`bad_rows`). The counts are the split's `bad_rows`.
 """
 
-import csv
 import dataclasses
 import functools
 import glob
-import gzip
 
 import grain
 import jax
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
+from recjax import bad_rows as bad_rows_lib
 from recjax import features as features_lib
-from recjax import synthetic
+from recjax import readers
 from recjax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """A transformed split in memory: ids/weights [N, F, L], dense [N, D], label [N]."""
+  """A transformed split in memory: ids/weights {feature: [N, L]}, dense [N, D], label [N];
+  `bad_rows` counts the rows skipped by reason."""
   arrays: dict
   files: tuple[str, ...]
+  bad_rows: dict = dataclasses.field(default_factory=dict)
 
   @property
   def rows(self) -> int:
@@ -51,162 +50,60 @@ def resolve_files(patterns, key: str) -> list[str]:
   return files
 
 
-def _open_text(path: str):
-  return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
-
-
-def _locate_csv_error(path, data, names, numeric, message) -> DataError:
-  """Slow, obvious scan that finds the line behind a pyarrow parse error."""
-  with _open_text(path) as f:
-    reader = csv.reader(f, delimiter=data.delimiter, skipinitialspace=data.strip_whitespace)
-    if data.header:
-      names = next(reader, names)
-    index = {name: i for i, name in enumerate(names)}
-    for row in reader:
-      if not row:
-        continue
-      if len(row) != len(names):
-        return DataError(f"{path}:{reader.line_num}: expected {len(names)} fields, found "
-                         f"{len(row)}: {data.delimiter.join(row)[:200]!r}")
-      for column in numeric:
-        text = row[index[column]].strip()
-        try:
-          float(text)
-        except ValueError:
-          what = "is empty" if not text else f"holds {text!r}, which is not a number"
-          return DataError(f"{path}:{reader.line_num}: column {column!r} {what}")
-  return DataError(f"{path}: {message}")
-
-
-def _csv_line(path, data, row: int) -> int:
-  """The line number of data row `row` (0-based, blank lines skipped as pyarrow does)."""
-  with _open_text(path) as f:
-    reader = csv.reader(f, delimiter=data.delimiter)
-    if data.header:
-      next(reader, None)
-    seen = -1
-    for fields in reader:
-      seen += bool(fields)
-      if seen == row:
-        return reader.line_num
-  return -1
-
-
-def row_origin(path, data):
-  """`where(row)` for error messages: 'file:line' for CSV, 'file, row N' for Parquet."""
-  if data.format == "csv":
-    return lambda row: f"{path}:{_csv_line(path, data, row)}"
-  return lambda row: f"{path}, row {row + 1}"
-
-
-def show(value) -> str:
-  """A raw value as it appears in an error message."""
-  return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _read_csv(path, data, needed, numeric) -> pa.Table:
-  names = list(data.columns)
-  if data.header:
-    with _open_text(path) as f:
-      names = next(csv.reader(f, delimiter=data.delimiter, skipinitialspace=data.strip_whitespace), [])
-  elif not names:
-    raise DataError(f"{path}: data.header is False, so data.columns must name the columns")
-  missing = [c for c in needed if c not in names]
-  if missing:
-    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(names)}")
-  try:
-    return pa_csv.read_csv(
-        path,
-        read_options=pa_csv.ReadOptions(column_names=None if data.header else names),
-        parse_options=pa_csv.ParseOptions(delimiter=data.delimiter),
-        convert_options=pa_csv.ConvertOptions(
-            include_columns=needed,
-            column_types={c: pa.float64() if c in numeric else pa.string() for c in needed},
-            null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False))
-  except pa.ArrowInvalid as e:
-    raise _locate_csv_error(path, data, names, numeric, str(e)) from None
-
-
-def _read_parquet(path, needed, numeric, table=None) -> pa.Table:
-  names = table.column_names if table is not None else pq.read_schema(path).names
-  missing = [c for c in needed if c not in names]
-  if missing:
-    raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(names)}")
-  table = pq.read_table(path, columns=needed) if table is None else table.select(needed)
-  for column in needed:
-    target = pa.float64() if column in numeric else pa.string()
-    try:
-      table = table.set_column(table.schema.get_field_index(column), column,
-                               table[column].cast(target))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-      raise DataError(f"{path}: column {column!r} cannot be read as {target}: {e}") from None
-  return table
-
-
-def read_columns(path, data, needed, numeric) -> dict[str, np.ndarray]:
-  """Reads `needed` columns of one file: numeric ones as float64, the others as str objects."""
-  try:
-    if data.format == "csv":
-      table = _read_csv(path, data, needed, numeric)
-    elif data.format == "parquet":
-      table = _read_parquet(path, needed, numeric)
-    elif data.format == "synthetic":     # the generated columns take the Parquet path
-      split = path.partition(":")[2]
-      table = _read_parquet(path, needed, numeric, synthetic.generate(data.synthetic, split))
-    else:
-      raise DataError(f"data.format: {data.format!r} is not one of csv, parquet, synthetic")
-  except (FileNotFoundError, IsADirectoryError) as e:
-    raise DataError(f"{path}: {e.strerror}") from None
-  columns = {}
-  for name in needed:
-    array = table[name]
-    if array.null_count:
-      if data.format == "csv":
-        raise _locate_csv_error(path, data, list(data.columns), numeric, f"column {name!r} is empty")
-      row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-      raise DataError(f"{row_origin(path, data)(row)}: column {name!r} is empty")
-    if name not in numeric and data.strip_whitespace:
-      array = pc.utf8_trim_whitespace(array)
-    columns[name] = array.to_numpy(zero_copy_only=False)
-  return columns
-
-
-def _labels(where, label, values) -> np.ndarray:
-  if label.positive:
-    return np.isin(values, label.positive).astype(np.float32)
-  bad = ~((values == 0) | (values == 1))
-  if bad.any():
-    row = int(np.flatnonzero(bad)[0])
-    raise DataError(f"{where(row)}: label {label.column!r} is {show(values[row])}; numeric "
-                    "labels must be 0 or 1 (or set label.positive for string labels)")
-  return values.astype(np.float32)
+def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
+               tally: bad_rows_lib.Tally) -> dict | None:
+  """One source's columns -> arrays, after the bad-row policy (None: no row left)."""
+  columns = read.columns
+  problems = read.problems + bad_rows_lib.non_finite(columns, numeric)
+  if with_labels:
+    problems += bad_rows_lib.labels(experiment.label, columns)
+  if experiment.data.bad_rows == "skip":   # otherwise the identity feature names the row itself
+    problems += bad_rows_lib.identity_ids(experiment.features, columns)
+  keep = tally.keep(read, problems)
+  where = read.where
+  if not keep.all():
+    kept = np.flatnonzero(keep)
+    if not len(kept):
+      return None
+    columns = {name: values[kept] for name, values in columns.items()}
+    where = lambda row: read.where(int(kept[row]))
+  arrays = features_lib.transform(experiment.features, columns, where)
+  if with_labels:
+    values = columns[experiment.label.column]
+    arrays["label"] = (np.isin(values, experiment.label.positive) if experiment.label.positive
+                       else values).astype(np.float32)
+  return arrays
 
 
 def load_split(experiment, split: str, *, with_labels: bool = True,
                process_index: int = 0, process_count: int = 1) -> Split:
-  """Reads and transforms every file of `data.<split>` (this process's share of the rows)."""
+  """Reads and transforms every source of `data.<split>`. With several processes, each
+  reads its share of the files, or of the rows when there are fewer files than processes."""
   data = experiment.data
   patterns = getattr(data, split)
   if not patterns:
     raise DataError(f"data.{split}: no files configured")
   files = (list(patterns) if data.format == "synthetic"
            else resolve_files(patterns, f"data.{split}"))
+  by_file = process_count > 1 and len(files) >= process_count
+  if by_file:
+    files = files[process_index::process_count]
   numeric = {f.column for f in experiment.features
              if isinstance(f, features_lib.NumericFeature) or f.numeric}
   if with_labels and not experiment.label.positive:
     numeric.add(experiment.label.column)
   needed = list(dict.fromkeys(
       [f.column for f in experiment.features] + ([experiment.label.column] if with_labels else [])))
-  parts = []
-  for path in files:
-    columns = read_columns(path, data, needed, numeric)
-    where = row_origin(path, data)
-    arrays = features_lib.transform(experiment.features, columns, where)
-    if with_labels:
-      arrays["label"] = _labels(where, experiment.label, columns[experiment.label.column])
-    parts.append(arrays)
-  arrays = jax.tree.map(lambda *p: np.concatenate(p)[process_index::process_count], *parts)
-  return Split(arrays, tuple(files))
+  tally = bad_rows_lib.Tally(data.bad_rows, data.max_bad_fraction)
+  parts = [_transform(experiment, readers.read(path, data, needed, numeric), numeric,
+                      with_labels, tally) for path in files]
+  tally.check(f"data.{split}")
+  parts = [p for p in parts if p is not None]
+  if not parts:
+    raise DataError(f"data.{split}: no rows in {', '.join(files)}")
+  step = 1 if by_file else process_count
+  arrays = jax.tree.map(lambda *p: np.concatenate(p)[process_index % step::step], *parts)
+  return Split(arrays, tuple(files), tally.summary)
 
 
 class _TrainBatches:

@@ -1,5 +1,6 @@
-"""Input: CSV / Parquet reading, bad rows named by file and line, exact resume of batches."""
+"""Input: CSV/TSV, Parquet and TFRecord sources, the bad-row policy, sharding, exact resume."""
 
+import dataclasses
 import gzip
 
 import jax
@@ -16,10 +17,11 @@ from recjax.errors import DataError
 ROWS = "a,b,c,label\n1,x,2.5,1\n3,y,-1,0\n4,z,0,1\n5,x,7,0\n"
 
 
-def _experiment(train, *, fmt="csv", header=True, columns=(), strip=False):
+def _experiment(train, *, fmt="csv", header=True, columns=(), strip=False, **data):
   config = ml_collections.ConfigDict()
-  config.data = dict(format=fmt, train=(str(train),), header=header, columns=columns,
-                     strip_whitespace=strip)
+  train = tuple(map(str, train)) if isinstance(train, (list, tuple)) else (str(train),)
+  config.data = dict(format=fmt, train=train, header=header, columns=columns,
+                     strip_whitespace=strip, **data)
   config.label = dict(column="label")
   config.features = dict(a=dict(kind="numeric", mean=2.0, std=2.0),
                          b=dict(kind="id", vocabulary=("x", "y")),
@@ -62,20 +64,162 @@ def test_headerless_gzip_with_spaces_and_parquet_read_the_same(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, arrays, expected)
 
 
-@pytest.mark.parametrize("text, message", [
-    (ROWS.replace("3,y,-1,0", "3,y,0"), r"t.csv:3: expected 4 fields, found 3: '3,y,0'"),
-    (ROWS.replace("4,z,0,1", "4,z,0,1,9"), r"t.csv:4: expected 4 fields, found 5"),
-    (ROWS.replace("5,x,7,0", "five,x,7,0"), r"t.csv:5: column 'a' holds 'five', which is not a number"),
-    (ROWS.replace("3,y,-1,0", "3,y,,0"), r"t.csv:3: column 'c' is empty"),
-    (ROWS.replace("3,y,-1,0", "3,y,nan,0"), r"t.csv:3: column 'c' holds nan, which feature 'c'"),
-    (ROWS.replace("4,z,0,1", "\n4,z,inf,1"), r"t.csv:5: column 'c' holds inf"),
-    (ROWS.replace("3,y,-1,0", "3,y,-1,2"), r"t.csv:3: label 'label' is 2.0; numeric labels"),
-    (ROWS.replace("a,b,c,label", "a,bb,c,label"), r"t.csv: no column 'b'; the file has a, bb, c, label"),
-])
-def test_bad_rows_are_errors_naming_file_and_line(tmp_path, text, message):
+BAD_ROWS = [   # (rows with one bad row, its reason, the error naming it, the bad row's index)
+    (ROWS.replace("3,y,-1,0", "3,y,0"), "wrong_field_count",
+     r"t.csv:3: expected 4 fields, found 3: '3,y,0'", 1),
+    (ROWS.replace("4,z,0,1", "4,z,0,1,9"), "wrong_field_count", r"t.csv:4: expected 4 fields, found 5", 2),
+    (ROWS.replace("5,x,7,0", "five,x,7,0"), "not_a_number",
+     r"t.csv:5: column 'a' holds 'five', which is not a number", 3),
+    (ROWS.replace("3,y,-1,0", "3,y,,0"), "empty_value", r"t.csv:3: column 'c' is empty", 1),
+    (ROWS.replace("3,y,-1,0", "3,y,nan,0"), "nan_or_inf",
+     r"t.csv:3: column 'c' holds nan, which is not a finite number", 1),
+    (ROWS.replace("4,z,0,1", "\n4,z,-inf,1"), "nan_or_inf", r"t.csv:5: column 'c' holds -inf", 2),
+    (ROWS.replace("3,y,-1,0", "3,y,-1,2"), "bad_label",
+     r"t.csv:3: label 'label' is 2.0; numeric labels must be 0 or 1", 1),
+]
+
+
+def _match(message):
+  return message.replace("(", r"\(").replace(")", r"\)")
+
+
+@pytest.mark.parametrize("text, reason, message, row", BAD_ROWS)
+def test_bad_rows_are_errors_naming_file_and_line(tmp_path, text, reason, message, row):
   experiment = _experiment(_write(tmp_path / "t.csv", text))
-  with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(DataError, match=_match(message)):
     input_lib.load_split(experiment, "train")
+
+
+@pytest.mark.parametrize("text, reason, message, row", BAD_ROWS)
+def test_bad_rows_are_counted_and_skipped_up_to_the_maximum_share(tmp_path, text, reason, message,
+                                                                  row):
+  path = _write(tmp_path / "t.csv", text)
+  split = input_lib.load_split(_experiment(path, bad_rows="skip", max_bad_fraction=0.25), "train")
+  assert split.bad_rows == {reason: 1} and split.rows == 3
+  np.testing.assert_array_equal(split.arrays["label"], np.delete([1, 0, 1, 0], row))
+  np.testing.assert_array_equal(split.arrays["ids"]["b"][:, 0], np.delete([0, 1, 2, 0], row))
+  with pytest.raises(DataError, match=_match(
+      f"data.train: 1 of 4 rows are bad (1 {reason}), more than data.max_bad_fraction=0.2; "
+      "the first: ") + ".*" + _match(message)):
+    input_lib.load_split(_experiment(path, bad_rows="skip", max_bad_fraction=0.2), "train")
+
+
+def test_a_missing_column_is_an_error_under_either_policy(tmp_path):
+  path = _write(tmp_path / "t.csv", ROWS.replace("a,b,c,label", "a,bb,c,label"))
+  for policy in ("error", "skip"):
+    with pytest.raises(DataError, match="t.csv: no column 'b'; the file has a, bb, c, label"):
+      input_lib.load_split(_experiment(path, bad_rows=policy, max_bad_fraction=1.0), "train")
+
+
+def test_skipped_rows_count_over_files_and_later_errors_name_the_right_line(tmp_path):
+  first = _write(tmp_path / "t1.csv", ROWS.replace("3,y,-1,0", "3,y").replace("4,z,0,1", "x,z,0,1"))
+  second = _write(tmp_path / "t2.csv", ROWS.replace("5,x,7,0", "5,x,7,3"))
+  split = input_lib.load_split(
+      _experiment([first, second], bad_rows="skip", max_bad_fraction=0.5), "train")
+  assert split.bad_rows == {"bad_label": 1, "not_a_number": 1, "wrong_field_count": 1}
+  assert split.rows == 5
+  # after a skipped row, the row numbers still name the file's own lines
+  third = _write(tmp_path / "t3.csv", ROWS.replace("1,x,2.5,1", "1,x").replace("5,x,7,0", "5,x,1e999,0"))
+  with pytest.raises(DataError, match=r"1 nan_or_inf, 1 wrong_field_count.*the first: .*t3.csv:2: "
+                                      "expected 4 fields"):
+    input_lib.load_split(_experiment(third, bad_rows="skip", max_bad_fraction=0.4), "train")
+
+
+def _identity_experiment(path, **data):
+  config = ml_collections.ConfigDict()
+  config.data = dict(train=(str(path),), **data)
+  config.label = dict(column="label")
+  config.features = dict(user=dict(kind="identity", num_buckets=10), c=dict(kind="numeric"))
+  config.groups = dict(deep=dict(features=("user",), dim=4))
+  config.model = dict(name="deepfm", first_order_group="deep", fm_group="deep")
+  return config_lib.experiment(config)
+
+
+def test_an_identity_id_out_of_range_is_an_error_or_a_counted_skip(tmp_path):
+  path = _write(tmp_path / "t.csv", "user,c,label\n3,1,1\n10,2,0\n007,3,1\n")
+  with pytest.raises(DataError, match=r"t.csv:3: column 'user' holds '10'"):
+    input_lib.load_split(_identity_experiment(path), "train")
+  split = input_lib.load_split(_identity_experiment(path, bad_rows="skip", max_bad_fraction=0.4),
+                               "train")
+  assert split.bad_rows == {"id_out_of_range": 1}
+  np.testing.assert_array_equal(split.arrays["ids"]["user"][:, 0], [3, 7])
+  with pytest.raises(DataError, match=r"1 of 3 rows are bad \(1 id_out_of_range\).*the first: "
+                                      r".*t.csv:3: column 'user' holds '10', which is not an id "
+                                      r"in \[0, num_buckets=10\)"):
+    input_lib.load_split(_identity_experiment(path, bad_rows="skip", max_bad_fraction=0.3), "train")
+
+
+def test_parquet_bad_values_name_the_row_or_are_skipped(tmp_path):
+  pq.write_table(pa.table({"a": ["1", "3", "five", "5"], "b": list("xyzx"),
+                           "c": [2.5, None, 0, 7], "label": [1, 0, 1, 0]}), tmp_path / "t.parquet")
+  with pytest.raises(DataError, match=r"t.parquet, row 3: column 'a' holds 'five', which is not"):
+    input_lib.load_split(_experiment(tmp_path / "t.parquet", fmt="parquet"), "train")
+  split = input_lib.load_split(_experiment(tmp_path / "t.parquet", fmt="parquet", bad_rows="skip",
+                                           max_bad_fraction=0.5), "train")
+  assert split.bad_rows == {"empty_value": 1, "not_a_number": 1}
+  np.testing.assert_allclose(split.arrays["dense"], [[-0.5, 2.5], [1.5, 7]])
+
+
+def _example(**features):
+  import tensorflow as tf
+  feature = {}
+  for name, values in features.items():
+    values = values if isinstance(values, list) else [values]
+    if all(isinstance(v, bytes) for v in values):
+      feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    elif all(isinstance(v, int) for v in values):
+      feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    else:
+      feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_tfrecord_examples_read_like_the_csv(tmp_path):
+  import tensorflow as tf
+  expected = input_lib.load_split(_experiment(_write(tmp_path / "t.csv", ROWS)), "train").arrays
+  with tf.io.TFRecordWriter(str(tmp_path / "t.tfrecord")) as writer:
+    for a, b, c, label in [(1, b"x", 2.5, 1), (3, b"y", -1.0, 0), (4, b"z", 0.0, 1), (5, b"x", 7.0, 0)]:
+      writer.write(_example(a=a, b=b, c=c, label=label, other=[b"u", b"v"]))
+  arrays = input_lib.load_split(_experiment(tmp_path / "t.tfrecord", fmt="tfrecord"), "train").arrays
+  jax.tree.map(np.testing.assert_array_equal, arrays, expected)
+  with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+    writer.write(_example(a=1, b=b"x", c=2.5, label=1))
+    writer.write(_example(a=3, b=b"y", label=0))                   # no c
+    writer.write(_example(a=[4, 5], b=b"z", c=0.0, label=1))       # two values for a number
+  with pytest.raises(DataError, match=r"bad.tfrecord, record 3: column 'a' holds '4\|5', which is not"):
+    input_lib.load_split(_experiment(tmp_path / "bad.tfrecord", fmt="tfrecord"), "train")
+  split = input_lib.load_split(_experiment(tmp_path / "bad.tfrecord", fmt="tfrecord",
+                                           bad_rows="skip", max_bad_fraction=0.7), "train")
+  assert split.bad_rows == {"empty_value": 1, "not_a_number": 1} and split.rows == 1
+  with pytest.raises(DataError, match=r"t.tfrecord: no feature 'd' in the first 1000 records"):
+    experiment = _experiment(tmp_path / "t.tfrecord", fmt="tfrecord")
+    input_lib.load_split(dataclasses.replace(experiment, features=experiment.features + (
+        dataclasses.replace(experiment.features[0], name="d", column="d"),)), "train")
+
+
+def test_tsv_with_and_without_quoting(tmp_path):
+  text = 'a\tb\tc\tlabel\n1\t"x"\t2.5\t1\n3\t"y\tz"\t-1\t0\n'
+  path = _write(tmp_path / "t.tsv", text)
+  quoted = input_lib.load_split(_experiment(path, delimiter="\t"), "train")
+  np.testing.assert_array_equal(quoted.arrays["ids"]["b"][:, 0], [0, 2])    # x, then "y<TAB>z"
+  with pytest.raises(DataError, match=r"t.tsv:3: expected 4 fields, found 5"):
+    input_lib.load_split(_experiment(path, delimiter="\t", quote_char=""), "train")
+  _write(path, text.replace("\tz", ""))
+  literal = input_lib.load_split(_experiment(path, delimiter="\t", quote_char=""), "train")
+  np.testing.assert_array_equal(literal.arrays["ids"]["b"][:, 0], [2, 2])   # '"x"' is not x
+
+
+def test_processes_share_files_or_rows(tmp_path):
+  paths = [_write(tmp_path / f"t{i}.csv", ROWS.replace("1,x", f"{i},x")) for i in range(3)]
+  experiment = _experiment(tmp_path / "t*.csv")
+  shares = [input_lib.load_split(experiment, "train", process_index=i, process_count=2)
+            for i in range(2)]
+  assert shares[0].files == (str(paths[0]), str(paths[2])) and shares[1].files == (str(paths[1]),)
+  assert [s.rows for s in shares] == [8, 4]
+  single = _experiment(paths[0])
+  halves = [input_lib.load_split(single, "train", process_index=i, process_count=2).arrays["label"]
+            for i in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), [1, 1, 0, 0])      # rows 0, 2 | 1, 3
 
 
 def test_missing_files_are_named(tmp_path):
