@@ -242,7 +242,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
 
   summary = {"steps": steps, "resumed_from": resumed_from, "loss": loss,
              "examples_per_s": examples_per_s,
-             "train_rows": train_split.rows, "embedding_overflow": total_overflow,
+             "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
+             "embedding_overflow": total_overflow,
              "checkpoint": str(checkpointer.directory / str(steps))}
   if eval_split is not None:
     summary["eval"] = evaluate(experiment, state, eval_split, mesh)
