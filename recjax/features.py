@@ -1,11 +1,25 @@
 """Feature kinds, declared once, with a numpy transform for training and a TF twin for serving.
 
-Both paths call the same hashing op (TensorFlow's FarmHash `to_hash_bucket_fast`) on whole
-columns, so an id computed in the Grain pipeline is the id the SavedModel computes online.
-Numeric transforms are float32 arithmetic written once for numpy and once for TF.
+The kinds (one file each in `recjax.feature_kinds`): id (hash, vocabulary list or file,
+bucketised numbers), identity (integer ids with `num_buckets`), numeric (log1p, min-max,
+z-score; `dim` numbers per row), tag (weighted multi-value lists), combo (crossed columns),
+sequence (behaviour lists with a mask and parallel sub-features) and lookup (a value from a
+key->value map column). Each is a frozen dataclass with one protocol:
+
+  columns, numeric_columns   the raw columns it reads, and those read as numbers (float)
+                             rather than strings; input and export ask these
+  output                     "ids" (embedded by groups; with `length`, `num_ids`, `table`)
+                             or "dense" (with `dim` values per row)
+  apply(columns, where)      numpy path over whole columns -> {"ids", "weights"} or {"dense"}
+  tf_table(), tf_apply(...)  the TF twin: its vocabulary table (or None), and the same dict
+
+Both paths call the same TensorFlow string ops (FarmHash `to_hash_bucket_fast`, `strings.split`,
+`to_number`) on whole columns, so an id computed in the Grain pipeline is the id the SavedModel
+computes online; float arithmetic is float32 written once per path and tested bit for bit.
 
 A transformed batch is `ids` and `weights`, {id feature: [N, L]} (L the feature's length,
-padding has weight 0), and `dense` [N, D] holding every numeric feature in declaration order.
+padding has weight 0), and `dense` [N, D] holding every dense feature's values in
+declaration order.
 """
 
 import dataclasses
@@ -15,115 +29,20 @@ import numpy as np
 import tensorflow as tf
 
 from recjax.errors import ConfigError, DataError
+from recjax.feature_kinds.combo import ComboFeature
+from recjax.feature_kinds.identity import IdentityFeature
+from recjax.feature_kinds.ids import IdFeature
+from recjax.feature_kinds.lookup import LookupFeature
+from recjax.feature_kinds.numeric import NumericFeature
+from recjax.feature_kinds.sequence import SequenceFeature
+from recjax.feature_kinds.strings import show
+from recjax.feature_kinds.tags import TagFeature
 
-
-@dataclasses.dataclass(frozen=True)
-class IdFeature:
-  """A column mapped to ids: strings by hashing or by a vocabulary (with OOV buckets), numbers
-  by bucketising at sorted `boundaries` (id i: boundaries[i-1] <= x < boundaries[i])."""
-  name: str
-  column: str = ""
-  hash_bucket_size: int = 0
-  vocabulary: tuple[str, ...] = ()
-  num_oov_buckets: int = 1
-  boundaries: tuple[float, ...] = ()
-  table: str = ""                   # features of a group naming the same table share it
-
-  def __post_init__(self):
-    object.__setattr__(self, "column", self.column or self.name)
-    if sum(map(bool, (self.hash_bucket_size, self.vocabulary, self.boundaries))) != 1:
-      raise ValueError("set exactly one of hash_bucket_size, vocabulary and boundaries")
-    if list(self.boundaries) != sorted(set(self.boundaries)):
-      raise ValueError("boundaries must be strictly increasing")
-    if self.hash_bucket_size < 0 or self.num_oov_buckets < 1:
-      raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
-    if len(set(self.vocabulary)) != len(self.vocabulary):
-      raise ValueError("vocabulary holds duplicates")
-
-  @property
-  def numeric(self) -> bool:
-    """Whether the raw column is numeric (bucketised) rather than strings."""
-    return bool(self.boundaries)
-
-  @property
-  def length(self) -> int:
-    """Ids per row (L of the batch's [N, L] ids)."""
-    return 1
-
-  @property
-  def num_ids(self) -> int:
-    if self.boundaries:
-      return len(self.boundaries) + 1
-    return self.hash_bucket_size or len(self.vocabulary) + self.num_oov_buckets
-
-  def ids(self, values: np.ndarray) -> np.ndarray:
-    """numpy path: an object array of strings (or numbers, when bucketised) -> int32 ids."""
-    if self.boundaries:     # compared in float32, as the TF twin does
-      edges = np.asarray(self.boundaries, np.float32)
-      return np.searchsorted(edges, values.astype(np.float32), side="right").astype(np.int32)
-    if self.hash_bucket_size:
-      return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
-    # Python strings (object dtype), not numpy's fixed-width str, which drops trailing NULs.
-    uniques, inverse = np.unique(values.astype(object), return_inverse=True)
-    index = {v: i for i, v in enumerate(self.vocabulary)}
-    unique_ids = np.array([index.get(u, -1) for u in uniques], np.int64)
-    oov = unique_ids < 0
-    if oov.any():
-      unique_ids[oov] = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(
-          uniques[oov], self.num_oov_buckets).numpy()
-    return unique_ids[inverse.reshape(-1)].astype(np.int32)
-
-  def tf_table(self) -> tf.lookup.StaticHashTable | None:
-    """The vocabulary as a TF table (None when hashing); built once, tracked by the export."""
-    if not self.vocabulary:
-      return None
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(self.vocabulary, tf.string),
-            tf.range(len(self.vocabulary), dtype=tf.int64)),
-        default_value=-1)
-
-  def tf_ids(self, values: tf.Tensor, table=None) -> tf.Tensor:
-    """TF twin of `ids`: a string tensor -> int32 ids (`table` from `tf_table`)."""
-    if self.boundaries:
-      return tf.cast(tf.raw_ops.Bucketize(input=tf.cast(values, tf.float32),
-                                          boundaries=list(self.boundaries)), tf.int32)
-    if self.hash_bucket_size:
-      return tf.cast(tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size), tf.int32)
-    found = table.lookup(values)
-    oov = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(values, self.num_oov_buckets)
-    return tf.cast(tf.where(found < 0, oov, found), tf.int32)
-
-
-@dataclasses.dataclass(frozen=True)
-class NumericFeature:
-  """A numeric column, optionally log1p-compressed, then standardised: (x - mean) / std."""
-  name: str
-  column: str = ""
-  log1p: bool = False
-  mean: float = 0.0
-  std: float = 1.0
-
-  def __post_init__(self):
-    object.__setattr__(self, "column", self.column or self.name)
-    if not self.std > 0:
-      raise ValueError("std must be positive")
-
-  def values(self, raw: np.ndarray) -> np.ndarray:
-    x = raw.astype(np.float32)
-    if self.log1p:
-      x = np.log1p(x)
-    return (x - np.float32(self.mean)) / np.float32(self.std)
-
-  def tf_values(self, raw: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(raw, tf.float32)
-    if self.log1p:
-      x = tf.math.log1p(x)
-    return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
-
-
-Feature = IdFeature | NumericFeature
-KINDS = {"id": IdFeature, "numeric": NumericFeature}
+Feature = (IdFeature | IdentityFeature | NumericFeature | TagFeature | ComboFeature
+           | SequenceFeature | LookupFeature)
+KINDS = {"id": IdFeature, "identity": IdentityFeature, "numeric": NumericFeature,
+         "tag": TagFeature, "combo": ComboFeature, "sequence": SequenceFeature,
+         "lookup": LookupFeature}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,65 +76,128 @@ def build_feature(name: str, spec: dict, key: str, build: Callable) -> Feature:
   return build(KINDS[kind], spec, key, name=name)
 
 
+def _check_columns(features) -> None:
+  """A raw column is read as numbers or as strings, not both (input and export give it one
+  dtype)."""
+  numeric, text = {}, {}
+  for f in features:
+    for column in f.columns:
+      (numeric if column in f.numeric_columns else text).setdefault(column, f.name)
+  for column in sorted(set(numeric) & set(text)):
+    raise ConfigError(f"features.{text[column]}: reads column {column!r} as strings, but "
+                      f"features.{numeric[column]} reads it as numbers; give one of them a "
+                      "column of its own")
+
+
+def _check_aligned(features) -> None:
+  by_name = {f.name: f for f in features}
+  for f in features:
+    if not getattr(f, "aligned_with", ""):
+      continue
+    other = by_name.get(f.aligned_with)
+    if not isinstance(other, SequenceFeature):
+      raise ConfigError(f"features.{f.name}.aligned_with: {f.aligned_with!r} is not a "
+                        "sequence feature")
+    if (other.max_len, other.keep) != (f.max_len, f.keep):
+      raise ConfigError(f"features.{f.name}: aligned with {other.name!r}, so max_len and keep "
+                        f"must match its ({other.max_len}, {other.keep!r})")
+
+
 def check_groups(features, groups) -> None:
+  """The checks that need every feature at once: groups embed declared id features, a raw
+  column has one dtype, and aligned sequences agree."""
+  _check_columns(features)
+  _check_aligned(features)
   by_name = {f.name: f for f in features}
   for group in groups:
     for name in group.features:
       if name not in by_name:
         raise ConfigError(f"groups.{group.name}.features: {name!r} is not a declared feature; "
                           f"declared: {', '.join(sorted(by_name))}")
-      if not isinstance(by_name[name], IdFeature):
+      if by_name[name].output != "ids":
         raise ConfigError(f"groups.{group.name}.features: {name!r} is numeric; groups embed id "
                           "features, numeric features feed the model's dense input")
 
 
-def id_features(features) -> tuple[IdFeature, ...]:
-  return tuple(f for f in features if isinstance(f, IdFeature))
+def id_features(features) -> tuple[Feature, ...]:
+  """The features that yield ids (embedded by groups), in declaration order."""
+  return tuple(f for f in features if f.output == "ids")
 
 
-def numeric_features(features) -> tuple[NumericFeature, ...]:
-  return tuple(f for f in features if isinstance(f, NumericFeature))
+def numeric_features(features) -> tuple[Feature, ...]:
+  """The features that yield dense values, in declaration order."""
+  return tuple(f for f in features if f.output == "dense")
+
+
+def dense_width(features) -> int:
+  """D of the batch's dense [N, D]."""
+  return sum(f.dim for f in numeric_features(features))
+
+
+def _check_lengths(features, lengths, where) -> None:
+  for f in features:
+    if getattr(f, "aligned_with", ""):
+      differ = lengths[f.name] != lengths[f.aligned_with]
+      if differ.any():
+        row = int(np.argmax(differ))
+        other = next(g for g in features if g.name == f.aligned_with)
+        raise DataError(f"{where(row)}: column {f.column!r} holds {lengths[f.name][row]} values "
+                        f"but column {other.column!r} {lengths[other.name][row]}; sequence "
+                        f"{f.name!r} is aligned with {other.name!r}")
 
 
 def transform(features, columns: dict[str, np.ndarray],
               where: Callable[[int], str] = lambda row: f"row {row}") -> dict[str, np.ndarray]:
   """numpy path over whole columns: raw columns -> {'ids', 'weights', 'dense'}.
 
-  `where(row)` names a row's origin (file and line) for the error on a non-finite value.
+  `where(row)` names a row's origin (file and line) in the error on a bad value.
   """
   n = len(next(iter(columns.values())))
-  ids = {f.name: f.ids(columns[f.column])[:, None] for f in id_features(features)}
-  dense = [f.values(columns[f.column]) for f in numeric_features(features)]
-  dense = np.stack(dense, 1) if dense else np.zeros((n, 0), np.float32)
+  ids, weights, dense, lengths = {}, {}, [], {}
+  for f in features:
+    out = f.apply(columns, where)
+    if f.output == "ids":
+      ids[f.name], weights[f.name] = out["ids"], out["weights"]
+      if "lengths" in out:
+        lengths[f.name] = out["lengths"]
+    else:
+      dense.append(out["dense"])
+  _check_lengths(features, lengths, where)
+  dense = np.concatenate(dense, 1) if dense else np.zeros((n, 0), np.float32)
   bad = ~np.isfinite(dense)
   if bad.any():
     row, col = np.argwhere(bad)[0]
-    f = numeric_features(features)[col]
-    raw = columns[f.column][row]
-    raw = raw.item() if isinstance(raw, np.generic) else raw
-    raise DataError(f"{where(row)}: column {f.column!r} holds {raw!r}, "
+    owners = [f for f in numeric_features(features) for _ in range(f.dim)]
+    f = owners[col]
+    raise DataError(f"{where(row)}: column {f.columns[0]!r} holds {show(columns[f.columns[0]][row])}, "
                     f"which feature {f.name!r} turns into {dense[row, col]}")
-  weights = {name: np.ones(v.shape, np.float32) for name, v in ids.items()}
   return {"ids": ids, "weights": weights, "dense": dense}
 
 
 class TfTransform(tf.Module):
   """TF twin of `transform`, used inside the exported SavedModel.
 
-  A tf.Module so that the vocabulary tables it owns are tracked and saved with the model.
+  A tf.Module so that the vocabulary tables it owns are tracked and saved with the model. A
+  request with a bad value (a list of the wrong length, an out-of-range identity id under
+  policy "error", an unparsable number) fails with InvalidArgumentError naming the column.
   """
 
   def __init__(self, features):
     super().__init__()
-    self._ids = id_features(features)
-    self._numeric = numeric_features(features)
-    self.vocabularies = {f.name: f.tf_table() for f in self._ids if f.vocabulary}
+    self._features = tuple(features)
+    self.vocabularies = {f.name: table for f in self._features
+                         if (table := f.tf_table()) is not None}
 
   def __call__(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = tf.shape(next(iter(columns.values())))[0]
-    ids = {f.name: f.tf_ids(columns[f.column], self.vocabularies.get(f.name))[:, None]
-           for f in self._ids}
-    dense = [f.tf_values(columns[f.column]) for f in self._numeric]
-    dense = tf.stack(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
-    weights = {name: tf.ones(tf.shape(v), tf.float32) for name, v in ids.items()}
+    outs = {f.name: f.tf_apply(columns, self.vocabularies.get(f.name)) for f in self._features}
+    checks = [tf.debugging.assert_equal(
+        outs[f.name]["lengths"], outs[f.aligned_with]["lengths"],
+        message=f"sequence {f.name!r} and {f.aligned_with!r} differ in length")
+        for f in self._features if getattr(f, "aligned_with", "")]
+    with tf.control_dependencies(checks):
+      ids = {f.name: tf.identity(outs[f.name]["ids"]) for f in id_features(self._features)}
+    weights = {f.name: outs[f.name]["weights"] for f in id_features(self._features)}
+    dense = [outs[f.name]["dense"] for f in numeric_features(self._features)]
+    dense = tf.concat(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
     return {"ids": ids, "weights": weights, "dense": dense}

@@ -1,0 +1,106 @@
+"""Strings -> ids by hashing or by a vocabulary with out-of-vocabulary buckets.
+
+Shared by the kinds that turn strings into ids (id, tag, sequence, lookup). Both paths hash
+with TensorFlow's own `to_hash_bucket_fast` (FarmHash) on whole arrays, so the ids are the
+same by construction; a vocabulary is a dict lookup over the unique values in numpy and a
+`StaticHashTable` in TF, with out-of-vocabulary values hashed into `num_oov_buckets`.
+
+A `vocabulary_file` (UTF-8, one value per line) is read once, when the config is validated:
+the words become part of the experiment, so the SavedModel embeds them and serving never
+depends on the file.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+
+def read_vocabulary(path: str) -> tuple[str, ...]:
+  """One value per line ("\\n" or "\\r\\n" endings; a last line without one counts)."""
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"vocabulary_file {path!r} cannot be read: {e}") from None
+  lines = text.split("\n")
+  if lines and lines[-1] == "":
+    lines.pop()
+  words = tuple(line[:-1] if line.endswith("\r") else line for line in lines)
+  seen = {}
+  for number, word in enumerate(words, 1):
+    if word in seen:
+      raise ValueError(f"vocabulary_file {path}:{number} repeats {word[:80]!r} "
+                       f"(line {seen[word]})")
+    seen[word] = number
+  if not words:
+    raise ValueError(f"vocabulary_file {path!r} is empty")
+  return words
+
+
+def resolve(feature) -> None:
+  """Validates a feature's hash / vocabulary options, reading its `vocabulary_file` into
+  `vocabulary` (call from `__post_init__` of a frozen dataclass)."""
+  if feature.vocabulary_file:
+    if feature.vocabulary:
+      raise ValueError("set vocabulary or vocabulary_file, not both")
+    object.__setattr__(feature, "vocabulary", read_vocabulary(feature.vocabulary_file))
+  if bool(feature.hash_bucket_size) == bool(feature.vocabulary):
+    raise ValueError("set exactly one of hash_bucket_size and vocabulary (or vocabulary_file)")
+  if feature.hash_bucket_size < 0 or feature.num_oov_buckets < 1:
+    raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
+  if len(set(feature.vocabulary)) != len(feature.vocabulary):
+    raise ValueError("vocabulary holds duplicates")
+
+
+@dataclasses.dataclass(frozen=True)
+class StringIds:
+  """The mapping itself; `of(feature)` takes it from a feature's fields."""
+  hash_bucket_size: int = 0
+  vocabulary: tuple[str, ...] = ()
+  num_oov_buckets: int = 1
+
+  @classmethod
+  def of(cls, feature) -> "StringIds":
+    return cls(feature.hash_bucket_size, tuple(feature.vocabulary), feature.num_oov_buckets)
+
+  @property
+  def num_ids(self) -> int:
+    return self.hash_bucket_size or len(self.vocabulary) + self.num_oov_buckets
+
+  @functools.cached_property
+  def _index(self) -> dict[bytes, int]:
+    return {word.encode("utf-8"): i for i, word in enumerate(self.vocabulary)}
+
+  def ids(self, values: np.ndarray) -> np.ndarray:
+    """numpy path: an object array of str or bytes -> int32 ids."""
+    if self.hash_bucket_size:
+      return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
+    # Python objects, not numpy's fixed-width str, which drops trailing NULs.
+    uniques, inverse = np.unique(np.asarray(values, object), return_inverse=True)
+    encoded = [u.encode("utf-8") if isinstance(u, str) else u for u in uniques]
+    unique_ids = np.array([self._index.get(u, -1) for u in encoded], np.int64)
+    oov = unique_ids < 0
+    if oov.any():
+      unique_ids[oov] = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(
+          uniques[oov], self.num_oov_buckets).numpy()
+    return unique_ids[inverse.reshape(-1)].astype(np.int32)
+
+  def tf_table(self) -> tf.lookup.StaticHashTable | None:
+    """The vocabulary as a TF table (None when hashing); built once, tracked by the export."""
+    if not self.vocabulary:
+      return None
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.vocabulary, tf.string),
+            tf.range(len(self.vocabulary), dtype=tf.int64)),
+        default_value=-1)
+
+  def tf_ids(self, values: tf.Tensor, table=None) -> tf.Tensor:
+    """TF twin of `ids` (`table` from `tf_table`)."""
+    if self.hash_bucket_size:
+      return tf.cast(tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size), tf.int32)
+    found = table.lookup(values)
+    oov = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(values, self.num_oov_buckets)
+    return tf.cast(tf.where(found < 0, oov, found), tf.int32)
