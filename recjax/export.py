@@ -1,7 +1,7 @@
 """Export to a TF SavedModel that takes raw columns and returns probabilities.
 
-The signature has one named input per raw column the features read (strings for hashed or
-vocabulary ids, float32 for numeric and bucketised columns; any batch size). Inside, the TF
+The signature has one named input per raw column the features read (float32 for the columns
+they read as numbers, strings for the others; any batch size). Inside, the TF
 twins of the feature transforms (`features.TfTransform`) compute the very ids and values the
 training pipeline computed, tables are TF variables looked up with the same pooling, and the
 dense tower is the JAX model converted by jax2tf (StableHLO in one TF op, batch polymorphic).
@@ -24,12 +24,13 @@ OUTPUT = "probability"
 
 
 def serving_inputs(experiment) -> dict[str, tf.TensorSpec]:
-  """One [None] TensorSpec per raw column, named after the column."""
+  """One [None] TensorSpec per raw column, named after the column: float32 for the columns
+  a feature reads as numbers, strings for the others."""
   specs = {}
   for feature in experiment.features:
-    is_string = isinstance(feature, features_lib.IdFeature) and not feature.numeric
-    dtype = tf.string if is_string else tf.float32
-    specs[feature.column] = tf.TensorSpec([None], dtype, name=feature.column)
+    for column in feature.columns:
+      dtype = tf.float32 if column in feature.numeric_columns else tf.string
+      specs[column] = tf.TensorSpec([None], dtype, name=column)
   return specs
 
 

@@ -88,12 +88,12 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   by_file = process_count > 1 and len(files) >= process_count
   if by_file:
     files = files[process_index::process_count]
-  numeric = {f.column for f in experiment.features
-             if isinstance(f, features_lib.NumericFeature) or f.numeric}
+  numeric = {c for f in experiment.features for c in f.numeric_columns}
   if with_labels and not experiment.label.positive:
     numeric.add(experiment.label.column)
   needed = list(dict.fromkeys(
-      [f.column for f in experiment.features] + ([experiment.label.column] if with_labels else [])))
+      [c for f in experiment.features for c in f.columns]
+      + ([experiment.label.column] if with_labels else [])))
   tally = bad_rows_lib.Tally(data.bad_rows, data.max_bad_fraction)
   parts = [_transform(experiment, readers.read(path, data, needed, numeric), numeric,
                       with_labels, tally) for path in files]

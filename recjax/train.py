@@ -41,7 +41,7 @@ class TrainState:
 def _dummy_batch(experiment, batch_size: int) -> dict:
   ids = {f.name: jnp.zeros((batch_size, f.length), jnp.int32)
          for f in features_lib.id_features(experiment.features)}
-  n_dense = len(features_lib.numeric_features(experiment.features))
+  n_dense = features_lib.dense_width(experiment.features)
   return {"ids": ids, "weights": jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), ids),
           "dense": jnp.zeros((batch_size, n_dense), jnp.float32)}
 
