@@ -4,6 +4,7 @@
   recjax evaluate --config ... --workdir DIR
   recjax export   --config ... --workdir DIR [--output DIR]
   recjax predict  --config ... --workdir DIR --input FILE --output FILE.csv
+  recjax stats    --config ... [--split eval] [--output FILE.json]
 
 `train` resumes from the workdir's last checkpoint, then evaluates and exports (unless
 --no-eval / --no-export) and prints a one-line JSON summary. Bad input exits with status 2
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     if name == "predict":
       command.add_argument("--input", required=True, help="a data file in the config's format")
       command.add_argument("--output", required=True, help="CSV file of probabilities")
+  stats = commands.add_parser("stats", help="per-feature coverage, cardinality, top values, "
+                              "quantiles and proposed boundaries of a split's raw columns")
+  stats.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
+  stats.add_argument("--split", default="train", choices=("train", "eval"))
+  stats.add_argument("--output", help="JSON file of the statistics")
   return parser
 
 
@@ -64,6 +70,9 @@ def run(argv) -> dict:
     overrides.append(item[len("--config."):])
   experiment = _experiment(args, overrides)
 
+  if args.command == "stats":
+    from recjax import stats
+    return stats.run(experiment, args.split, args.output)
   from recjax import train       # jax, flax, TF: only after the config is known to be valid
   if args.command == "train":
     return train.train_and_evaluate(experiment, args.workdir, run_eval=not args.no_eval,
