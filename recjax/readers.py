@@ -189,8 +189,15 @@ def _from_table(table: pa.Table, path, data, needed, numeric, where, dropped=Non
       array = array.fill_null("")
     if data.strip_whitespace:
       array = pc.utf8_trim_whitespace(array)
-    columns[name] = array.to_numpy(zero_copy_only=False)
+    columns[name] = _objects(array)
   return Read(columns, where, problems, dropped or {})
+
+
+def _objects(array: pa.ChunkedArray) -> np.ndarray:
+  """An object array of str with one Python string per distinct value, shared by the rows
+  that hold it: creating the strings is the costly part of leaving Arrow, and columns repeat."""
+  encoded = array.combine_chunks().dictionary_encode()
+  return encoded.dictionary.to_numpy(zero_copy_only=False)[encoded.indices.to_numpy()]
 
 
 def _read_parquet(path, data, needed, numeric) -> Read:
