@@ -67,6 +67,10 @@ def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]
   by_name = {f.name: f for f in features_lib.id_features(features)}
   specs, plans = [], []
   for group in groups:
+    lengths = {by_name[n].length for n in group.features}
+    if group.combiner == "none" and len(lengths) > 1:
+      raise ConfigError(f"groups.{group.name}: a sequence group (combiner 'none') needs "
+                        f"features of one length; found lengths {sorted(lengths)}")
     rows, sharded = {}, []
     for name in group.features:
       table, n = table_of(by_name[name]), by_name[name].num_ids
@@ -100,8 +104,9 @@ def init_slots(tables, optimizer: SparseOptimizer):
 
 
 def _coefficients(weights: jax.Array, combiner: str) -> jax.Array:
-  """Per-id pooling coefficients [..., L]: pooled = sum_l c_l * table[id_l]."""
-  if combiner == "sum":
+  """Per-id coefficients [..., L]: pooled = sum_l c_l * table[id_l] (or, for "none", the
+  sequence c_l * table[id_l], which zeroes padding)."""
+  if combiner in ("sum", "none"):
     return weights
   if combiner == "mean":
     return weights / jnp.maximum(jnp.sum(weights, -1, keepdims=True), 1e-12)
@@ -137,8 +142,15 @@ def _split(flat, positions, plan_, ids):
   return out
 
 
+MASK = "_mask"       # embedded[group + MASK]: [B, L], 1 on a sequence group's real positions
+
+
 def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.Array]:
   """ids, weights {feature: [B, L]} -> {group: pooled embeddings [B, F_group, D]}.
+
+  A group with combiner "none" (sequence features of one length L, e.g. the items of a
+  behaviour list and their categories) is not pooled: {group: [B, F_group, L, D]}, padding
+  positions zero, plus {group + MASK: [B, L]} from its first feature's weights.
 
   Each table is read once per step for all the features that share it. With a `mesh`,
   sharded tables go through all_to_all; without, every table is read whole (the replicated
@@ -154,9 +166,13 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
       else:
         found = jnp.take(table, flat, axis=0)
       rows.update(_split(found, positions, plan_, ids))                          # [B, L, D]
-    pooled = [jnp.einsum("bl,bld->bd", _coefficients(weights[f], plan_.combiner), rows[j])
-              for j, f in enumerate(plan_.features)]
-    out[plan_.name] = jnp.stack(pooled, 1)
+    coefs = [_coefficients(weights[f], plan_.combiner) for f in plan_.features]
+    if plan_.combiner == "none":
+      out[plan_.name] = jnp.stack([c[..., None] * rows[j] for j, c in enumerate(coefs)], 1)
+      out[plan_.name + MASK] = (weights[plan_.features[0]] != 0).astype(jnp.float32)
+    else:
+      out[plan_.name] = jnp.stack(
+          [jnp.einsum("bl,bld->bd", c, rows[j]) for j, c in enumerate(coefs)], 1)
   return out
 
 
@@ -179,6 +195,12 @@ def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOpti
   return scatter(table, rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
+def _row_grads(coef, grad, combiner):
+  """Per-id gradients [B, L, D] from d loss / d output of one feature: [B, D] pooled, or
+  [B, L, D] for a sequence ("none")."""
+  return coef[..., None] * (grad if combiner == "none" else grad[:, None, :])
+
+
 def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
                     optimizer: SparseOptimizer, step, mesh=None):
   """Applies d loss / d pooled embeddings ({group: [B, F_group, D]}) to the touched rows;
@@ -194,7 +216,7 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
     coefs = {j: _coefficients(weights[f], plan_.combiner) for j, f in enumerate(plan_.features)}
     for table_name, positions, flat_ids, sharded in _tables(plan_, ids, mesh):
       table, slot = tables[plan_.name][table_name], slots[plan_.name][table_name]
-      row_grads = jnp.concatenate([coefs[j][:, :, None] * grads[plan_.name][:, j][:, None, :]
+      row_grads = jnp.concatenate([_row_grads(coefs[j], grads[plan_.name][:, j], plan_.combiner)
                                    for j in positions], 1).reshape(-1, table.shape[1])
       coef = jnp.concatenate([coefs[j] for j in positions], 1).reshape(-1)
       flat_ids = jnp.where(coef != 0, flat_ids, table.shape[0])
@@ -208,15 +230,17 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
   return new_tables, new_slots
 
 
-def overflow(tables, plans, ids: dict, mesh) -> jax.Array:
-  """Ids of this batch beyond the all_to_all capacity (they took the slower path)."""
-  total = jnp.zeros((), jnp.int32)
+def overflow(tables, plans, ids: dict, mesh) -> dict[str, jax.Array]:
+  """Per group, the ids of this batch beyond the all_to_all capacity (they took the slower
+  path)."""
+  counts = {}
   for plan_ in plans:
+    counts[plan_.name] = jnp.zeros((), jnp.int32)
     for table_name, _, flat, sharded in _tables(plan_, ids, mesh):
       if sharded:
-        total += sharded_tables.overflow(flat, tables[plan_.name][table_name].shape[0], mesh,
-                                         _capacity(plan_, flat, mesh))
-  return total
+        counts[plan_.name] += sharded_tables.overflow(
+            flat, tables[plan_.name][table_name].shape[0], mesh, _capacity(plan_, flat, mesh))
+  return counts
 
 
 def shardings(specs, tree, mesh):

@@ -46,9 +46,20 @@ def _tf_lookup(tables, plans, ids, weights):
         w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
       elif plan.combiner == "sqrtn":
         w = w * tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, -1, keepdims=True), 1e-24))
-      pooled.append(tf.einsum("bl,bld->bd", w, rows))
+      pooled.append(w[..., None] * rows if plan.combiner == "none"
+                    else tf.einsum("bl,bld->bd", w, rows))
     out[plan.name] = tf.stack(pooled, 1)
+    if plan.combiner == "none":
+      out[plan.name + embedding.MASK] = tf.cast(weights[plan.features[0]] != 0, tf.float32)
   return out
+
+
+def _embedded_keys(plans):
+  """The keys of `embedding.lookup`'s output: groups, and sequence groups' masks."""
+  for plan in plans:
+    yield plan.name
+    if plan.combiner == "none":
+      yield plan.name + embedding.MASK
 
 
 class ServingModule(tf.Module):
@@ -68,7 +79,8 @@ class ServingModule(tf.Module):
 
     self._tower = jax2tf.convert(
         tower, with_gradient=False,
-        polymorphic_shapes=[None, {p.name: "(b, ...)" for p in self._plans}, "(b, ...)"])
+        polymorphic_shapes=[None, {name: "(b, ...)" for name in _embedded_keys(self._plans)},
+                            "(b, ...)"])
     self.serve = tf.function(self._serve, input_signature=[serving_inputs(experiment)],
                              autograph=False)
 

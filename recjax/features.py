@@ -51,7 +51,7 @@ class Group:
   name: str
   features: tuple[str, ...]
   dim: int
-  combiner: str = "sum"             # sum | mean | sqrtn (for multi-id features)
+  combiner: str = "sum"             # sum | mean | sqrtn (pool multi-ids) | none (sequences)
   init_scale: float = 0.05
   placement: str = "auto"           # auto (sharded from 2^17 rows) | replicated | sharded
   capacity_factor: float = 2.0      # all_to_all capacity: this x the even share of ids
@@ -60,7 +60,7 @@ class Group:
   def __post_init__(self):
     if self.dim < 1 or not self.features:
       raise ValueError("a group needs features and a positive dim")
-    for field, allowed in (("combiner", ("sum", "mean", "sqrtn")),
+    for field, allowed in (("combiner", ("sum", "mean", "sqrtn", "none")),
                            ("placement", ("auto", "replicated", "sharded")),
                            ("on_overflow", ("fallback", "error"))):
       if getattr(self, field) not in allowed:

@@ -155,13 +155,18 @@ def restore_state(experiment, workdir, mesh) -> TrainState:
     checkpointer.close()
 
 
-def _on_overflow(experiment, count: int, step: int) -> None:
-  """Capacity overflow took the correct slower path; say so, or stop where asked to."""
-  message = (f"{count} embedding ids exceeded the all_to_all capacity in the steps up to "
-             f"{step}; raise groups.<name>.capacity_factor")
-  if any(g.on_overflow == "error" for g in experiment.groups):
-    raise RecjaxError(message)
-  logging.warning("recjax: %s (they took the slower all-gather path)", message)
+def _on_overflow(experiment, counts: dict[str, int], step: int) -> None:
+  """Capacity overflow took the correct slower path; say so per group, or stop where the
+  group's `on_overflow` asks to."""
+  for group in experiment.groups:
+    if not counts.get(group.name):
+      continue
+    message = (f"group {group.name!r}: {counts[group.name]} embedding ids exceeded the "
+               f"all_to_all capacity in the steps up to {step}; raise "
+               f"groups.{group.name}.capacity_factor")
+    if group.on_overflow == "error":
+      raise RecjaxError(message)
+    logging.warning("recjax: %s (they took the slower all-gather path)", message)
 
 
 def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
@@ -205,7 +210,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
                        disable=not (cfg.progress_bar and chief),
                        mininterval=1.0, dynamic_ncols=True)
   losses_since_log, overflows, timed_steps, timer = [], [], 0, None
-  total_overflow, loss = 0, None
+  total_overflow, loss = {g.name: 0 for g in experiment.groups}, None
   for step in range(start, steps):
     batch = sharding.to_global(next(data), batch_sharding)
     state, step_metrics = train_step(state, batch)
@@ -220,17 +225,18 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
     done = step + 1
     if done % cfg.log_every == 0 or done == steps:
       loss = float(np.mean(jax.device_get(losses_since_log)))
-      overflow = int(np.sum(jax.device_get(overflows)))
+      overflow = {g: int(np.sum([o[g] for o in jax.device_get(overflows)])) for g in total_overflow}
       losses_since_log, overflows = [], []
-      total_overflow += overflow
-      if overflow:
+      total_overflow = {g: total_overflow[g] + overflow[g] for g in total_overflow}
+      if any(overflow.values()):
         _on_overflow(experiment, overflow, done)
       rate = timed_steps * cfg.batch_size / max(time.perf_counter() - timer, 1e-9)
       progress.set_postfix(loss=f"{loss:.4f}", examples_per_s=f"{rate:,.0f}")
       with writer.as_default(step=done):
         tf.summary.scalar("train/loss", loss)
         tf.summary.scalar("train/examples_per_s", rate)
-        tf.summary.scalar("train/embedding_overflow", overflow)
+        for group, count in overflow.items():
+          tf.summary.scalar(f"train/embedding_overflow/{group}", count)
     if done % cfg.checkpoint_every == 0 and done < steps:
       checkpointer.save(done, state, data)
   progress.close()
@@ -243,7 +249,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   summary = {"steps": steps, "resumed_from": resumed_from, "loss": loss,
              "examples_per_s": examples_per_s,
              "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
-             "embedding_overflow": total_overflow,
+             "embedding_overflow": sum(total_overflow.values()),
+             "embedding_overflow_by_group": total_overflow,
              "checkpoint": str(checkpointer.directory / str(steps))}
   if eval_split is not None:
     summary["eval"] = evaluate(experiment, state, eval_split, mesh)

@@ -11,6 +11,7 @@ import pytest
 from recjax import embedding
 from recjax import sparse_optim
 from recjax import features
+from recjax.errors import ConfigError
 
 # A numeric feature sits between id features so that the plan's columns are not just 0..F-1.
 FEATURES = (
@@ -169,3 +170,70 @@ def test_apply_gradients_equals_dense_reference(name, jit):
       slot, start_slot = slots[t][feature]["accumulator"], start_slots[t][feature]["accumulator"]
       np.testing.assert_allclose(slot[rows], ref_slots[t][feature][rows], rtol=1e-6)
       np.testing.assert_array_equal(slot[~rows], start_slot[~rows])
+
+
+def test_sequence_group_keeps_positions_zeroes_padding_and_gives_a_mask():
+  specs, plans = embedding.plan(FEATURES, (features.Group("seq", ("user", "item"), 3, "none"),))
+  tables = embedding.init(specs, jax.random.key(4))
+  ids, weights = _batch(np.random.default_rng(5))
+  out = embedding.lookup(tables, plans, ids, weights)
+  assert out["seq"].shape == (BATCH, 2, LENGTH, 3)
+  for j, name in enumerate(("user", "item")):
+    expected = (np.asarray(weights[name])[..., None]
+                * np.asarray(tables["seq"][name])[np.asarray(ids[name])])
+    np.testing.assert_allclose(out["seq"][:, j], expected, rtol=1e-6)
+  np.testing.assert_array_equal(out["seq" + embedding.MASK], np.asarray(weights["user"]) != 0)
+
+
+def _sgd_against_autodiff(groups, ids, weights, lr=0.5):
+  """One fused SGD step against the textbook one (autodiff through the lookup, whole table)."""
+  specs, plans = embedding.plan(FEATURES, groups)
+  tables = embedding.init(specs, jax.random.key(6))
+  out = embedding.lookup(tables, plans, ids, weights)
+  rng = np.random.default_rng(7)
+  vectors = {p.name: jnp.asarray(rng.normal(size=out[p.name].shape), jnp.float32) for p in plans}
+  loss = lambda t: sum(jnp.sum(embedding.lookup(t, plans, ids, weights)[g] * v)
+                       for g, v in vectors.items())
+  expected = jax.tree.map(lambda t, g: t - lr * g, tables, jax.grad(loss)(tables))
+  optimizer = sparse_optim.SparseOptimizer("sgd", learning_rate=lr)
+  got, _ = embedding.apply_gradients(tables, embedding.init_slots(tables, optimizer), plans, ids,
+                                     weights, vectors, optimizer, 0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, expected)
+
+
+def test_sequence_group_update_equals_autodiff():
+  ids, weights = _batch(np.random.default_rng(8))
+  _sgd_against_autodiff((features.Group("seq", ("user", "item"), 3, "none"),), ids, weights)
+
+
+def test_features_naming_one_table_share_it_in_lookup_and_update():
+  shared = (features.IdFeature("clicked", hash_bucket_size=30, table="item"),
+            features.IdFeature("item", hash_bucket_size=30))
+  specs, plans = embedding.plan(shared, (features.Group("g", ("clicked", "item"), 4, "mean"),))
+  assert [(s.name, s.rows) for s in specs] == [("item", 30)] and plans[0].tables == ("item", "item")
+  rng = np.random.default_rng(9)
+  ids = {n: jnp.asarray(rng.integers(0, 5, (BATCH, LENGTH)), jnp.int32) for n in ("clicked", "item")}
+  weights = {n: jnp.ones((BATCH, LENGTH), jnp.float32) for n in ids}
+  tables = embedding.init(specs, jax.random.key(1))
+  out = embedding.lookup(tables, plans, ids, weights)
+  for j, n in enumerate(("clicked", "item")):     # both read the one table
+    np.testing.assert_allclose(out["g"][:, j], np.asarray(tables["g"]["item"])[np.asarray(ids[n])]
+                               .mean(1), rtol=1e-6)
+  # Ids of both features hit the same rows: the fused update sums them as autodiff does.
+  optimizer = sparse_optim.SparseOptimizer("sgd", learning_rate=0.5)
+  vectors = {"g": jnp.asarray(rng.normal(size=(BATCH, 2, 4)), jnp.float32)}
+  loss = lambda t: jnp.sum(embedding.lookup(t, plans, ids, weights)["g"] * vectors["g"])
+  expected = tables["g"]["item"] - 0.5 * jax.grad(loss)(tables)["g"]["item"]
+  got, _ = embedding.apply_gradients(tables, embedding.init_slots(tables, optimizer), plans, ids,
+                                     weights, vectors, optimizer, 0)
+  np.testing.assert_allclose(got["g"]["item"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_sequence_group_needs_features_of_one_length():
+  class Tag(features.IdFeature):
+    @property
+    def length(self):
+      return 5
+  with pytest.raises(ConfigError, match="needs features of one length"):
+    embedding.plan((Tag("tags", hash_bucket_size=9), features.IdFeature("item", hash_bucket_size=9)),
+                   (features.Group("seq", ("tags", "item"), 3, "none"),))

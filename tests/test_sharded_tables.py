@@ -97,3 +97,28 @@ def test_a_checkpoint_from_8_devices_restores_bitwise_onto_4_2_1_and_trains_on(t
                                  "--no-export", *SHARDED, env=devices(n)))
     assert summary["resumed_from"] == 30 and summary["steps"] == 40
     assert np.isfinite(summary["loss"]) and summary["eval"]["auc"] > 0.8
+
+
+def test_overflow_is_reported_and_falls_back_exactly_or_stops_by_config(adult_run, tmp_path):
+  """Item 6: with the default capacity, Adult's ids crowd the first shard; the run says so
+  (summary count, a warning naming the group) and the slower path gives the same model; with
+  on_overflow=error the run stops with a clear error and writes no checkpoint."""
+  _, one = adult_run
+  crowded = [f"--config.groups.{g}.placement=sharded" for g in ("deep", "wide")]
+  result = run_cli("train", "--config", *SMOKE, "--workdir", tmp_path / "fallback",
+                   "--config.train.progress_bar=False", "--no-export", *crowded, env=devices(8))
+  summary = summary_of(result)
+  assert summary["embedding_overflow"] > 0
+  assert summary["embedding_overflow"] == sum(summary["embedding_overflow_by_group"].values())
+  assert "group 'deep':" in result.stderr and "exceeded the all_to_all capacity" in result.stderr
+  assert abs(summary["loss"] - one["loss"]) <= 1e-5
+  for metric in ("auc", "log_loss", "accuracy"):
+    assert abs(summary["eval"][metric] - one["eval"][metric]) <= 1e-5, metric
+  workdir = tmp_path / "error"
+  result = run_cli("train", "--config", *SMOKE, "--workdir", workdir, *crowded,
+                   "--config.train.progress_bar=False", "--config.groups.deep.on_overflow=error",
+                   env=devices(8), check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "recjax: error: group 'deep':" in result.stderr
+  assert "raise groups.deep.capacity_factor" in result.stderr and "Traceback" not in result.stderr
+  assert not list((workdir / "checkpoints").glob("[0-9]*"))
