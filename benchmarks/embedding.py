@@ -25,8 +25,9 @@ rows), jitted with the state donated. Configurations:
 Ids are Zipf-distributed (exponent 1.1) ranks, mapped to rows by a multiplicative hash (a
 permutation of each table, offset per feature in the shared table), so hot ids land anywhere in
 a table as hashed ids do. A few batches are generated before timing. Each step is timed to
-completion (state and loss ready); figures are medians after an untimed first step. The load
-average is printed with each line because other work on the machine skews every figure.
+completion (state and loss ready); figures are medians after an untimed first step. The sparse
+configurations are timed in interleaved rounds (`--rounds`), so that a change of load on a
+shared machine hits all of them alike; the load average is printed with each line.
 
 Each line also gives `step_temp_mib`, XLA's temporary memory for the compiled step summed
 over devices: a fused sparse step needs no buffer the size of a table, so when this figure grows
@@ -139,15 +140,13 @@ def _naive_step(plans, v, tx):
   return step
 
 
-def _time(step, state, batches, steps: int):
-  """Per-step wall times (ms) after one warm-up step; returns (times, state)."""
+def _time(step, state, batches, steps: int, first: int = 0):
+  """Wall times (ms) of `steps` steps from batch `first` on; returns (times, state)."""
   ids, weights = batches
-  state, loss = step(state, ids[0], weights[0])
-  jax.block_until_ready((state, loss))
-  times = []
-  for i in range(steps):
+  times, loss = [], None
+  for i in range(first, first + steps):
     start = time.perf_counter()
-    state, loss = step(state, ids[(i + 1) % len(ids)], weights[(i + 1) % len(ids)])
+    state, loss = step(state, ids[i % len(ids)], weights[i % len(ids)])
     jax.block_until_ready((state, loss))
     times.append((time.perf_counter() - start) * 1e3)
   if not np.isfinite(float(loss)):
@@ -162,78 +161,94 @@ def _init_key():
   return jax.random.key(0, impl="rbg")
 
 
-def run_config(name: str, args, mesh) -> dict:
-  """Compiles the configuration's init and step, checks they fit in memory, times the step."""
-  devices = mesh.size
-  naive = name.startswith("naive_")
-  feature_list, groups, rows = _setup(name.removeprefix("naive_"), args.quick,
-                                              args.placement)
-  specs, plans = embedding.plan(feature_list, groups)
-  optimizer = SparseOptimizer("rowwise_adagrad", learning_rate=0.05)
-  result = {"devices": devices, "config": name, "rows_total": sum(s.rows for s in specs)}
-  v = {plans[0].name: jnp.asarray(np.random.default_rng(1).normal(
-      size=(len(plans[0].features), DIM)).astype(np.float32))}
+class Config:
+  """One configuration, compiled, allocated and warmed up: `run(steps)` times more steps."""
 
-  # Compile everything ahead of allocating anything, to know the memory each phase needs.
-  init = lambda: embedding.init(specs, _init_key())
-  shapes = jax.eval_shape(init)
-  table_shardings = embedding.shardings(specs, shapes, mesh)
-  scalar, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  init = jax.jit(init, out_shardings=table_shardings).lower().compile()
-  if naive:
-    tx = optax.adam(1e-3)
-    state_init = tx.init
-    opt_shardings = _like_tables(jax.eval_shape(tx.init, shapes), table_shardings, scalar)
-    state_shardings = (table_shardings, opt_shardings)
-    step, steps = _naive_step(plans, v, tx), args.naive_steps
-  else:
-    state_init = lambda t: embedding.init_slots(t, optimizer)
-    opt_shardings = embedding.shardings(specs, jax.eval_shape(state_init, shapes), mesh)
-    state_shardings = (table_shardings, opt_shardings, scalar)
-    step, steps = _sparse_step(plans, v, optimizer, mesh), args.steps
-  state_shapes = (shapes, jax.eval_shape(state_init, shapes))
-  state_init = jax.jit(state_init, in_shardings=(table_shardings,),
-                       out_shardings=opt_shardings).lower(shapes).compile()
-  if not naive:
-    state_shapes += (jax.ShapeDtypeStruct((), jnp.int32),)
-  ids = _batches(rows)
-  batch_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.int32), ids[0])
-  weight_shape = jax.tree.map(lambda x: x.update(dtype=jnp.float32), batch_shape)
-  step = jax.jit(step, in_shardings=(state_shardings, batch_sharding, batch_sharding),
-                 out_shardings=(state_shardings, None), donate_argnums=0).lower(
-      state_shapes, batch_shape, weight_shape).compile()
-  # A fused sparse step needs no temporary the size of a table: this figure says if it does.
-  result["step_temp_mib"] = round(
-      devices * step.memory_analysis().temp_size_in_bytes / 2**20, 1)
+  def __init__(self, name: str, args, mesh):
+    """Compiles init and step; allocates only if the peak fits in the memory available now
+    (after the configurations already allocated)."""
+    devices = mesh.size
+    self.name, self.times, self.state = name, [], None
+    naive = name.startswith("naive_")
+    feature_list, groups, rows = _setup(name.removeprefix("naive_"), args.quick, args.placement)
+    specs, plans = embedding.plan(feature_list, groups)
+    optimizer = SparseOptimizer("rowwise_adagrad", learning_rate=0.05)
+    self.result = {"devices": devices, "config": name, "rows_total": sum(s.rows for s in specs)}
+    v = {plans[0].name: jnp.asarray(np.random.default_rng(1).normal(
+        size=(len(plans[0].features), DIM)).astype(np.float32))}
 
-  need = max(_host_bytes(c, devices) for c in (init, state_init, step))
-  have = int(_available_bytes() * MEMORY_HEADROOM)
-  if need > have:
-    return {**result, "skipped": f"needs about {need / 2**30:.1f} GiB of host memory at its "
-            f"peak over {devices} device(s), {have / 2**30:.1f} GiB usable"}
+    # Compile everything ahead of allocating anything, to know the memory each phase needs.
+    init = lambda: embedding.init(specs, _init_key())
+    shapes = jax.eval_shape(init)
+    table_shardings = embedding.shardings(specs, shapes, mesh)
+    scalar, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    init = jax.jit(init, out_shardings=table_shardings).lower().compile()
+    if naive:
+      tx = optax.adam(1e-3)
+      state_init = tx.init
+      opt_shardings = _like_tables(jax.eval_shape(tx.init, shapes), table_shardings, scalar)
+      state_shardings = (table_shardings, opt_shardings)
+      step = _naive_step(plans, v, tx)
+    else:
+      state_init = lambda t: embedding.init_slots(t, optimizer)
+      opt_shardings = embedding.shardings(specs, jax.eval_shape(state_init, shapes), mesh)
+      state_shardings = (table_shardings, opt_shardings, scalar)
+      step = _sparse_step(plans, v, optimizer, mesh)
+    state_shapes = (shapes, jax.eval_shape(state_init, shapes))
+    state_init = jax.jit(state_init, in_shardings=(table_shardings,),
+                         out_shardings=opt_shardings).lower(shapes).compile()
+    if not naive:
+      state_shapes += (jax.ShapeDtypeStruct((), jnp.int32),)
+    ids = _batches(rows)
+    batch_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.int32), ids[0])
+    weight_shape = jax.tree.map(lambda x: x.update(dtype=jnp.float32), batch_shape)
+    step = jax.jit(step, in_shardings=(state_shardings, batch_sharding, batch_sharding),
+                   out_shardings=(state_shardings, None), donate_argnums=0).lower(
+        state_shapes, batch_shape, weight_shape).compile()
+    # A fused sparse step needs no temporary the size of a table: this figure says if it does.
+    self.result["step_temp_mib"] = round(
+        devices * step.memory_analysis().temp_size_in_bytes / 2**20, 1)
+    need = max(_host_bytes(c, devices) for c in (init, state_init, step))
+    have = int(_available_bytes() * MEMORY_HEADROOM)
+    if need > have:
+      self.result["skipped"] = (f"needs about {need / 2**30:.1f} GiB of host memory at its "
+                                f"peak over {devices} device(s), {have / 2**30:.1f} GiB usable")
+      return
 
-  ids = [jax.device_put(x, batch_sharding) for x in ids]
-  weights = [jax.tree.map(lambda x: jax.device_put(np.ones(x.shape, np.float32), batch_sharding),
-                          batch) for batch in ids]
-  tables = init()
-  state = (tables, state_init(tables))
-  if not naive:
-    state += (jax.device_put(jnp.zeros((), jnp.int32), scalar),)
-  del tables
-  times, state = _time(step, state, (ids, weights), steps)
-  if not naive:
-    # Ids beyond the all_to_all capacity take a slower path: a reason for a slow step.
-    result["overflow_ids"] = int(jax.jit(
-        lambda t, i: embedding.overflow(t, plans, i, mesh))(state[0], ids[0]))
-  median = float(np.median(times))
-  result.update(step_ms_median=round(median, 2),
-                step_ms_p10=round(float(np.percentile(times, 10)), 2),
-                step_ms_p90=round(float(np.percentile(times, 90)), 2),
-                examples_per_s=round(BATCH / median * 1e3), steps=steps,
-                sharded_tables=sum(s.sharded for s in specs),
-                load_average=round(os.getloadavg()[0], 2))   # other work skews the times
-  del state, step
-  return result
+    ids = [jax.device_put(x, batch_sharding) for x in ids]
+    weights = [jax.tree.map(lambda x: jax.device_put(np.ones(x.shape, np.float32), batch_sharding),
+                            batch) for batch in ids]
+    self.batches, self.step = (ids, weights), step
+    tables = init()
+    self.state = (tables, state_init(tables))
+    if not naive:
+      self.state += (jax.device_put(jnp.zeros((), jnp.int32), scalar),)
+    del tables
+    _, self.state = _time(step, self.state, self.batches, 1)   # one untimed step
+    self.plans, self.mesh, self.naive = plans, mesh, naive
+
+  def run(self, steps: int) -> None:
+    times, self.state = _time(self.step, self.state, self.batches, steps, len(self.times) + 1)
+    self.times += times
+
+  def finish(self) -> dict:
+    """The figures; frees the state."""
+    if self.state is None:
+      return self.result
+    if not self.naive:
+      # Ids beyond the all_to_all capacity take a slower path: a reason for a slow step.
+      self.result["overflow_ids"] = sum(int(c) for c in jax.jit(
+          lambda t, i: embedding.overflow(t, self.plans, i, self.mesh))(
+              self.state[0], self.batches[0][0]).values())
+    median = float(np.median(self.times))
+    self.result.update(
+        step_ms_median=round(median, 2),
+        step_ms_p10=round(float(np.percentile(self.times, 10)), 2),
+        step_ms_p90=round(float(np.percentile(self.times, 90)), 2),
+        examples_per_s=round(BATCH / median * 1e3), steps=len(self.times),
+        load_average=round(os.getloadavg()[0], 2))   # other work skews the times
+    self.state = self.step = None
+    return self.result
 
 
 def _like_tables(opt_shapes, table_shardings, scalar):
@@ -252,7 +267,9 @@ def main() -> None:
   parser.add_argument("--devices", type=int, default=1,
                       help="fake CPU devices (the script re-runs itself with XLA_FLAGS set)")
   parser.add_argument("--quick", action="store_true", help="large tables 10 times smaller")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+  parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+  parser.add_argument("--rounds", type=int, default=8,
+                      help="interleaved rounds the sparse configurations' steps are split into")
   parser.add_argument("--naive-steps", type=int, default=5, help="timed steps of the naive step")
   parser.add_argument("--placement", default="auto", choices=("auto", "replicated", "sharded"),
                       help="the groups' table placement (the engine's default: auto)")
@@ -269,12 +286,28 @@ def main() -> None:
     sys.exit(f"asked for {args.devices} devices, jax sees {jax.device_count()}")
   mesh = sharding.make_mesh(jax.devices()[:args.devices])
 
+  # The sparse configurations are timed in interleaved rounds, so that all of them see the
+  # same load on a shared machine; the naive one (slow, and only a speedup reference) after.
+  sparse = [n for n in args.only if not n.startswith("naive_")]
+  configs = [Config(name, args, mesh) for name in sparse]
+  for _ in range(args.rounds):
+    for config in configs:
+      if config.state is not None:
+        config.run(max(1, args.steps // args.rounds))
   medians = {}
-  for name in args.only:
-    result = run_config(name, args, mesh)
+  for config in configs:
+    result = config.finish()
+    print(json.dumps(result), flush=True)
+    medians[config.name] = result.get("step_ms_median")
+  del configs
+  gc.collect()      # free the sparse tables before the naive step allocates its own
+  for name in [n for n in args.only if n.startswith("naive_")]:
+    config = Config(name, args, mesh)
+    if config.state is not None:
+      config.run(args.naive_steps)
+    result = config.finish()
     print(json.dumps(result), flush=True)
     medians[name] = result.get("step_ms_median")
-    gc.collect()    # free this configuration's tables before the next one allocates its own
 
   large = [medians.get(n) for n in ("large", "shared") if medians.get(n)]
   small, naive = medians.get("small"), medians.get("naive_large")
