@@ -87,7 +87,7 @@ class LookupFeature:
     return self.id_map.tf_table() if self.output == "ids" else None
 
   def apply(self, columns: dict, where) -> dict:
-    maps, keys = columns[self.map_column], strings.as_bytes(columns[self.key_column])
+    maps, keys = columns[self.map_column], columns[self.key_column]
     flat, splits = strings.np_split_list(maps, self.separator)
     entry_keys, values, paired = strings.np_split_pair(flat, self.kv_separator)
     row_of = np.repeat(np.arange(len(maps)), np.diff(splits))
@@ -100,12 +100,13 @@ class LookupFeature:
 
     if not paired.all():
       raise error(int(np.argmin(paired)), f"has no {self.kv_separator!r}")
-    match = np.flatnonzero(entry_keys == keys[row_of])
+    match = np.flatnonzero(tf.equal(entry_keys, tf.gather(
+        tf.convert_to_tensor(keys, tf.string), row_of)).numpy())
     rows, first = np.unique(row_of[match], return_index=True)
-    index = np.full(len(maps), len(flat))           # len(flat): absent, reads the default
+    index = np.full(len(maps), len(paired))         # one past the entries: absent
     index[rows] = match[first]
     if self.output == "ids":
-      ids = self.id_map.ids(np.append(values, np.array([b""], object))[index])[:, None]
+      ids = self.id_map.ids(tf.gather(tf.concat([values, [""]], 0), index))[:, None]
       return {"ids": ids, "weights": np.ones(ids.shape, np.float32)}
     x = strings.np_to_number(values, tf.float32, lambda i: error(i, "holds no number"))
     x = np.append(x, np.float32(self.default))[index]

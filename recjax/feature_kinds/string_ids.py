@@ -1,9 +1,9 @@
 """Strings -> ids by hashing or by a vocabulary with out-of-vocabulary buckets.
 
-Shared by the kinds that turn strings into ids (id, tag, sequence, lookup). Both paths hash
-with TensorFlow's own `to_hash_bucket_fast` (FarmHash) on whole arrays, so the ids are the
-same by construction; a vocabulary is a dict lookup over the unique values in numpy and a
-`StaticHashTable` in TF, with out-of-vocabulary values hashed into `num_oov_buckets`.
+Shared by the kinds that turn strings into ids (id, tag, sequence, lookup). Both paths run
+the same TensorFlow ops on whole arrays (the numpy path eagerly): hashing with
+`to_hash_bucket_fast` (FarmHash), a vocabulary as a `StaticHashTable` with out-of-vocabulary
+values hashed into `num_oov_buckets`. So the ids are the same by construction.
 
 A `vocabulary_file` (UTF-8, one value per line) is read once, when the config is validated:
 the words become part of the experiment, so the SavedModel embeds them and serving never
@@ -70,22 +70,19 @@ class StringIds:
     return self.hash_bucket_size or len(self.vocabulary) + self.num_oov_buckets
 
   @functools.cached_property
-  def _index(self) -> dict[bytes, int]:
-    return {word.encode("utf-8"): i for i, word in enumerate(self.vocabulary)}
+  def _eager_table(self) -> tf.lookup.StaticHashTable | None:
+    return self.tf_table()
 
-  def ids(self, values: np.ndarray) -> np.ndarray:
-    """numpy path: an object array of str or bytes -> int32 ids."""
-    if self.hash_bucket_size:
-      return tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size).numpy().astype(np.int32)
-    # Python objects, not numpy's fixed-width str, which drops trailing NULs.
-    uniques, inverse = np.unique(np.asarray(values, object), return_inverse=True)
-    encoded = [u.encode("utf-8") if isinstance(u, str) else u for u in uniques]
-    unique_ids = np.array([self._index.get(u, -1) for u in encoded], np.int64)
-    oov = unique_ids < 0
-    if oov.any():
-      unique_ids[oov] = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(
-          uniques[oov], self.num_oov_buckets).numpy()
-    return unique_ids[inverse.reshape(-1)].astype(np.int32)
+  def __getstate__(self):
+    # The cached TF table is a resource of this process; a pickled copy (e.g. for an input
+    # worker process) builds its own.
+    return {k: v for k, v in self.__dict__.items() if k != "_eager_table"}
+
+  def ids(self, values) -> np.ndarray:
+    """numpy path: an array of str or bytes objects (or a string tensor) -> int32 ids. The
+    very ops of `tf_ids`, run eagerly on the whole array (the vocabulary in a TF hash table
+    built once): a Python dict over the values would be 10x slower for long lists."""
+    return self.tf_ids(values, self._eager_table).numpy()
 
   def tf_table(self) -> tf.lookup.StaticHashTable | None:
     """The vocabulary as a TF table (None when hashing); built once, tracked by the export."""
@@ -101,6 +98,7 @@ class StringIds:
     """TF twin of `ids` (`table` from `tf_table`)."""
     if self.hash_bucket_size:
       return tf.cast(tf.strings.to_hash_bucket_fast(values, self.hash_bucket_size), tf.int32)
+    values = tf.convert_to_tensor(values, tf.string)
     found = table.lookup(values)
     oov = len(self.vocabulary) + tf.strings.to_hash_bucket_fast(values, self.num_oov_buckets)
     return tf.cast(tf.where(found < 0, oov, found), tf.int32)

@@ -37,15 +37,17 @@ def split_pair(tokens, separator: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]
   return keys, values, paired
 
 
-def np_split_list(column: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray]:
-  """`split_list` run eagerly: (flat tokens as an object array of bytes, row_splits int64)."""
+def np_split_list(column: np.ndarray, separator: str) -> tuple[tf.Tensor, np.ndarray]:
+  """`split_list` run eagerly: (flat tokens, row_splits as int64 numpy). The tokens stay a
+  tensor: the ops that follow are TF's too, and a numpy array of bytes objects would cost
+  more than the split itself."""
   tokens = split_list(column, separator)
-  return tokens.flat_values.numpy(), tokens.row_splits.numpy()
+  return tokens.flat_values, tokens.row_splits.numpy()
 
 
-def np_split_pair(tokens: np.ndarray, separator: str):
+def np_split_pair(tokens: tf.Tensor, separator: str) -> tuple[tf.Tensor, tf.Tensor, np.ndarray]:
   keys, values, paired = split_pair(tokens, separator)
-  return keys.numpy(), values.numpy(), paired.numpy()
+  return keys, values, paired.numpy()
 
 
 def as_bytes(column: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ def _first_unparsable(strings: np.ndarray, dtype) -> int:
   return lo
 
 
-def np_to_number(strings: np.ndarray, dtype, fail: Callable[[int], Exception]) -> np.ndarray:
+def np_to_number(strings, dtype, fail: Callable[[int], Exception]) -> np.ndarray:
   """TF's `to_number` on a whole array; on text that is not a number, raises `fail(index)` of
   the first such element (found by bisection, so only a failing block pays for it)."""
   try:
@@ -99,6 +101,8 @@ def tf_check(ok: tf.Tensor, message: str, data: tf.Tensor):
 
 def show(value, limit: int = 80) -> str:
   """A raw value as an error message shows it (bytes decoded, long ones cut)."""
+  if isinstance(value, tf.Tensor):
+    value = value.numpy()
   if isinstance(value, np.generic):
     value = value.item()
   if isinstance(value, bytes):

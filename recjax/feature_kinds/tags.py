@@ -40,7 +40,7 @@ def list_ids(feature, raw: np.ndarray, where, *, keep: str = "first", weighted: 
       return DataError(f"{where(row)}: column {feature.column!r} holds {strings.show(raw[row])}, "
                        f"whose weight {strings.show(text[index])} {what} (feature {feature.name!r})")
 
-    weights = strings.np_to_number(np.where(paired, text, b"1"), tf.float32,
+    weights = strings.np_to_number(tf.where(paired, text, "1"), tf.float32,
                                    lambda i: error(i, "is not a number"))
     if not np.isfinite(weights).all():
       raise error(int(np.argmin(np.isfinite(weights))), "is not finite")
