@@ -491,3 +491,13 @@ def test_all_features_config_trains_in_smoke_mode_and_its_saved_model_matches_ja
   tf_probs = serve(**feed)[export.OUTPUT].numpy()
   assert tf_probs.shape == jax_probs.shape == (1024,)
   np.testing.assert_allclose(tf_probs, jax_probs, atol=1e-6)
+
+
+def test_features_pickle_after_their_eager_tables_are_built():
+  import pickle
+  f = features.SequenceFeature("s", column="s", max_len=2, vocabulary=("a", "b"))
+  columns = {"s": _objects(["a|b", "c", ""])}
+  before = f.apply(columns, str)["ids"]
+  copy = pickle.loads(pickle.dumps(f))        # as an input worker process receives it
+  assert copy == f
+  np.testing.assert_array_equal(copy.apply(columns, str)["ids"], before)
