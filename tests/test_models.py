@@ -215,20 +215,6 @@ def test_every_model_has_a_tiny_preset():
     assert TINY[name]().task == "label"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_tiny_model_returns_finite_logits(name):
-  model = TINY[name]()
-  embedded, dense = _inputs(1)
-  params = model.init(jax.random.key(0), embedded, dense)
-  out = jax.jit(model.apply)(params, embedded, dense)
-  assert set(out) == {"label"}
-  assert out["label"].shape == (B,) and out["label"].dtype == jnp.float32
-  assert bool(jnp.all(jnp.isfinite(out["label"])))
-  assert float(jnp.std(out["label"])) > 0            # depends on the input rows
-  other_embedded, other_dense = _inputs(2)
-  assert not np.allclose(out["label"], model.apply(params, other_embedded, other_dense)["label"])
-
-
 @pytest.mark.parametrize("name", FIRST_ORDER)
 def test_first_order_part_is_additive(name):
   # The 1-dim id weights of the wide / first-order group enter the logit as a plain sum.
@@ -346,7 +332,7 @@ def test_model_trains_evaluates_and_exports_from_its_tiny_preset(name, tiny_adul
   tf_probs = serve(**_raw_columns(experiment, tiny_adult["adult.test.gz"]))[export.OUTPUT].numpy()
   assert tf_probs.shape == jax_probs.shape == (200,)
   assert np.max(np.abs(tf_probs - jax_probs)) <= 1e-5
-  assert jax_probs.std() > 1e-4                       # rows get different scores
+  assert np.all(np.isfinite(jax_probs)) and jax_probs.std() > 1e-4   # scores depend on the row
 
 
 def test_config_names_an_external_model_by_import_path():
