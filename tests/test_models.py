@@ -37,6 +37,10 @@ def _normal(seed, *shape):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
+def nn_relu(x):
+  return jnp.maximum(x, 0)
+
+
 def _init_apply(layer, *inputs):
   params = layer.init(jax.random.key(0), *inputs)
   return params["params"] if params else {}, layer.apply(params, *inputs)
@@ -149,10 +153,6 @@ def test_field_self_attention_is_permutation_equivariant_over_fields():
   expected = jnp.einsum("bfd,dhk->bfhk", one, p["value"]["kernel"] + p["residual"]["kernel"])
   np.testing.assert_allclose(layer.apply(params, one), nn_relu(expected).reshape(B, 1, 6),
                              rtol=1e-5, atol=1e-5)
-
-
-def nn_relu(x):
-  return jnp.maximum(x, 0)
 
 
 def test_senet_reweights_each_field_by_its_excitation():
