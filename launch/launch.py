@@ -211,7 +211,7 @@ def slurm_script(args, train) -> str:
       *(f"#SBATCH {shlex.quote(option)}" for option in options),
       "# One task per node; each reads its rank and the count from SLURM_PROCID / SLURM_NTASKS.",
       "set -euo pipefail",
-      'coordinator_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+      'coordinator_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # reads all: no SIGPIPE under pipefail',
       f'export RECJAX_COORDINATOR="$coordinator_host:{SLURM_PORT}"',
       f"srun --kill-on-bad-exit=1 bash -c {shlex.quote(per_task)}",
       ""])
