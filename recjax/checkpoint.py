@@ -17,10 +17,11 @@ from recjax.errors import RecjaxError
 
 
 class Checkpointer:
-  """One Orbax manager over `<workdir>/checkpoints` with items `state` and `data`."""
+  """One Orbax manager over `<workdir>/<name>` with items `state` and `data` (`checkpoints`:
+  the run's own; `best_checkpoint`: the state of the best evaluation, for `export/best`)."""
 
-  def __init__(self, workdir, keep: int = 2):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  def __init__(self, workdir, keep: int = 2, name: str = "checkpoints"):
+    self.directory = pathlib.Path(workdir).absolute() / name
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

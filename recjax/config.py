@@ -90,6 +90,26 @@ class TrainSpec:
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
   progress_bar: bool = True
+  eval_every: int = 0               # steps between evaluations; 0: only at the end
+  early_stop_metric: str = "auc"    # an evaluation metric: auc, accuracy (up), log_loss (down)
+  patience: int = 0                 # evaluations without improvement that stop; 0: never
+  min_delta: float = 0.0            # the least change that counts as an improvement
+  init_from: str = ""               # warm start from this workdir's last checkpoint
+  init_optimizer: bool = False      # with init_from: also its optimizer state (dense, sparse)
+
+  def __post_init__(self):
+    if self.early_stop_metric not in EARLY_STOP_METRICS:
+      raise ConfigError(f"train.early_stop_metric: {self.early_stop_metric!r} is not one of "
+                        f"{', '.join(EARLY_STOP_METRICS)}")
+    for name in ("eval_every", "patience"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"train.{name}: {getattr(self, name)} is negative")
+    if self.min_delta < 0:
+      raise ConfigError(f"train.min_delta: {self.min_delta} is negative")
+
+
+# Early-stopping metrics and whether larger is better.
+EARLY_STOP_METRICS = {"auc": True, "accuracy": True, "log_loss": False}
 
 
 @dataclasses.dataclass(frozen=True)

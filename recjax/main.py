@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     if name == "train":
       command.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
       command.add_argument("--no-export", action="store_true", help="skip the SavedModel")
+      command.add_argument("--init_from", help="warm start from this workdir's last checkpoint "
+                           "(yesterday's run) when WORKDIR has none (train.init_from)")
     if name == "export":
       command.add_argument("--output", help="SavedModel directory (default WORKDIR/saved_model)")
     if name == "predict":
@@ -76,7 +78,7 @@ def run(argv) -> dict:
   from recjax import train       # jax, flax, TF: only after the config is known to be valid
   if args.command == "train":
     return train.train_and_evaluate(experiment, args.workdir, run_eval=not args.no_eval,
-                                    run_export=not args.no_export)
+                                    run_export=not args.no_export, init_from=args.init_from)
 
   from recjax import input as input_lib
   from recjax import sharding

@@ -8,6 +8,7 @@ updates the former, `embedding.apply_gradients` the touched table rows. The stat
 import json
 import logging
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -20,11 +21,13 @@ import tensorflow as tf
 import tqdm
 
 from recjax import checkpoint
+from recjax import early_stop
 from recjax import embedding
 from recjax import features as features_lib
 from recjax import input as input_lib
 from recjax import losses
 from recjax import metrics as metrics_lib
+from recjax import seen_ids
 from recjax import sharding
 from recjax.errors import RecjaxError
 
@@ -169,12 +172,95 @@ def _on_overflow(experiment, counts: dict[str, int], step: int) -> None:
     logging.warning("recjax: %s (they took the slower all-gather path)", message)
 
 
+def start_state(experiment, checkpointer, target, data, init_from: str = ""):
+  """The state a run begins from, and the step it resumes from (None unless resuming).
+
+  The workdir's own last checkpoint wins (resume, with the input position); else `init_from`
+  (a workdir of an earlier run, e.g. yesterday's) gives the params and tables, and with
+  `train.init_optimizer` the dense and sparse optimizer state too, at step 0 (warm start);
+  else a fresh init from `train.seed`.
+  """
+  resumed_from = checkpointer.latest_step()
+  if resumed_from is not None:
+    return checkpointer.restore(target, data), resumed_from
+  shardings = jax.tree.map(lambda s: s.sharding, target)
+  state = jax.jit(lambda rng: init_state(experiment, rng), out_shardings=shardings)(
+      jax.random.key(experiment.train.seed))
+  if not init_from:
+    return state, None
+  if not (pathlib.Path(init_from) / "checkpoints").is_dir():
+    raise RecjaxError(f"train.init_from: {init_from} holds no checkpoints/ to start from")
+  source = checkpoint.Checkpointer(init_from)
+  try:
+    restored = source.restore(target)
+  finally:
+    source.close()
+  kept = {"params": restored.params, "tables": restored.tables}
+  if experiment.train.init_optimizer:
+    kept |= {"opt_state": restored.opt_state, "slots": restored.slots}
+  return state.replace(**kept), None
+
+
+def _check_finite(losses, first_step: int, checkpointer) -> None:
+  """Stops the run at the first NaN or infinite loss, before any later state is saved."""
+  values = np.asarray(jax.device_get(losses), np.float64)
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    last_good = checkpointer.latest_step()
+    kept = (f"the last good checkpoint is at step {last_good}" if last_good is not None
+            else "no checkpoint was written")
+    raise RecjaxError(
+        f"step {first_step + int(bad[0])}: the training loss is {values[bad[0]]}; the run "
+        f"stopped ({kept}). Lower optimizer.dense.learning_rate or "
+        f"optimizer.sparse.learning_rate, or check the data")
+
+
+def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, final_step,
+                chief) -> dict:
+  """`export/latest` from the final state, `export/best` from the best evaluation's state
+  (with `export/best.json` naming its step); `saved_model` stays as a link to the latest."""
+  from recjax import export   # TF graph building only when exporting
+  replicate = jax.jit(lambda s: s, out_shardings=sharding.replicated(mesh))
+  root = workdir / "export"
+  best_step = tracker.best_step if tracker.best_step is not None else final_step
+  best_state = None
+  if best_step != final_step:
+    best_state = best_saver.restore(target, step=best_step)
+  if jax.process_count() > 1:   # every process takes part in gathering the tables whole
+    state = replicate(state)
+    best_state = replicate(best_state) if best_state is not None else None
+  if not chief:
+    return {}
+  latest = export.export(experiment, state, root / "latest")
+  if best_state is None:
+    tmp = root / ".best-copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(latest, tmp)
+    shutil.rmtree(root / "best", ignore_errors=True)
+    tmp.rename(root / "best")
+    best = root / "best"
+  else:
+    best = export.export(experiment, best_state, root / "best")
+  (root / "best.json").write_text(json.dumps(
+      {"step": best_step, "metric": tracker.metric if tracker.best_step is not None else None,
+       "value": tracker.best_value}))
+  alias = workdir / "saved_model"
+  if alias.is_symlink() or not alias.exists():
+    alias.unlink(missing_ok=True)
+    alias.symlink_to(pathlib.Path("export") / "latest")
+  return {"saved_model": str(latest), "export": {"latest": str(latest), "best": str(best),
+                                                  "best_step": best_step}}
+
+
 def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
-                       run_export: bool = True) -> dict:
-  """Trains to `train.steps` (resuming from the last checkpoint), evaluates, exports."""
+                       run_export: bool = True, init_from: str | None = None) -> dict:
+  """Trains to `train.steps` (resuming from the last checkpoint, or warm-starting from
+  `init_from` / `train.init_from`), evaluating every `train.eval_every` steps and at the end,
+  stopping early per `train.patience`; exports the latest and the best state."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   cfg = experiment.train
+  init_from = cfg.init_from if init_from is None else init_from
 
   mesh = sharding.make_mesh()
   if cfg.batch_size % mesh.size or cfg.eval_batch_size % mesh.size:
@@ -193,28 +279,56 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   state_sharding = jax.tree.map(lambda s: s.sharding, target)
   batch_sharding = sharding.batch_sharding(mesh)
   checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
-  resumed_from = checkpointer.latest_step()
+  best_saver = checkpoint.Checkpointer(workdir, 1, name="best_checkpoint")
+  state, resumed_from = start_state(experiment, checkpointer, target, data, init_from)
   if resumed_from is not None:
-    state = checkpointer.restore(target, data)
     print(f"recjax: resuming from the checkpoint at step {resumed_from}", flush=True)
-  else:
-    state = jax.jit(lambda rng: init_state(experiment, rng), out_shardings=state_sharding)(
-        jax.random.key(cfg.seed))
+  elif init_from:
+    print(f"recjax: warm start from {init_from}", flush=True)
   start = int(state.step)
+
+  seen_now = seen_ids.of_split(experiment, train_split.arrays)
+  seen_before = seen_ids.load(init_from) if init_from else {}
+  if chief:
+    seen_ids.save(workdir, seen_ids.union(seen_now, seen_before))
+
+  tracker = early_stop.Tracker(cfg.early_stop_metric, cfg.patience, cfg.min_delta)
+  evaluations_file = workdir / "evaluations.json"
+  evaluations = []
+  if resumed_from is not None and evaluations_file.exists():
+    evaluations = [e for e in json.loads(evaluations_file.read_text()) if e["step"] <= start]
+  for record in evaluations:
+    tracker.update(record["step"], record)
 
   train_step = jax.jit(make_train_step(experiment, mesh), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=0)
   writer = (tf.summary.create_file_writer(str(workdir / "tensorboard")) if chief
             else tf.summary.create_noop_writer())
+
+  def run_evaluation(step, state):
+    metrics = evaluate(experiment, state, eval_split, mesh)
+    evaluations.append({"step": step, **metrics})
+    if tracker.update(step, metrics):
+      best_saver.save(step, state)
+    with writer.as_default(step=step):
+      for name, value in metrics.items():
+        tf.summary.scalar(f"eval/{name}", value)
+    if chief:
+      evaluations_file.write_text(json.dumps(evaluations, indent=2))
+    return metrics
+
   progress = tqdm.tqdm(total=steps, initial=start, unit="step",
                        disable=not (cfg.progress_bar and chief),
                        mininterval=1.0, dynamic_ncols=True)
   losses_since_log, overflows, timed_steps, timer = [], [], 0, None
+  unchecked, first_unchecked = [], start + 1
   total_overflow, loss = {g.name: 0 for g in experiment.groups}, None
-  for step in range(start, steps):
+  final = start
+  for step in (range(start, steps) if not tracker.stop else ()):
     batch = sharding.to_global(next(data), batch_sharding)
     state, step_metrics = train_step(state, batch)
     losses_since_log.append(step_metrics["loss"])
+    unchecked.append(step_metrics["loss"])
     overflows.append(step_metrics["embedding_overflow"])
     if timer is None:               # the first step compiles: time from the second on
       jax.block_until_ready(state.step)
@@ -222,8 +336,15 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
     else:
       timed_steps += 1
     progress.update(1)
-    done = step + 1
-    if done % cfg.log_every == 0 or done == steps:
+    done = final = step + 1
+    log_due = done % cfg.log_every == 0 or done == steps
+    save_due = done % cfg.checkpoint_every == 0 and done < steps
+    eval_due = (eval_split is not None and cfg.eval_every and done % cfg.eval_every == 0
+                and done < steps)
+    if log_due or save_due or eval_due:   # no state after a NaN loss is saved or evaluated
+      _check_finite(unchecked, first_unchecked, checkpointer)
+      unchecked, first_unchecked = [], done + 1
+    if log_due:
       loss = float(np.mean(jax.device_get(losses_since_log)))
       overflow = {g: int(np.sum([o[g] for o in jax.device_get(overflows)])) for g in total_overflow}
       losses_since_log, overflows = [], []
@@ -237,33 +358,44 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
         tf.summary.scalar("train/examples_per_s", rate)
         for group, count in overflow.items():
           tf.summary.scalar(f"train/embedding_overflow/{group}", count)
-    if done % cfg.checkpoint_every == 0 and done < steps:
+    if save_due:
       checkpointer.save(done, state, data)
+    if eval_due:
+      run_evaluation(done, state)
+      if tracker.stop:
+        print(f"recjax: early stop at step {done}: no {cfg.early_stop_metric} improvement in "
+              f"{cfg.patience} evaluations (best at step {tracker.best_step})", flush=True)
+        break
   progress.close()
   examples_per_s = (timed_steps * cfg.batch_size / (time.perf_counter() - timer)
                     if timer and timed_steps else None)
-  if steps > start:
-    checkpointer.save(steps, state, data)
+  if final > start and checkpointer.latest_step() != final:
+    checkpointer.save(final, state, data)
   checkpointer.close()
 
-  summary = {"steps": steps, "resumed_from": resumed_from, "loss": loss,
+  summary = {"steps": final, "resumed_from": resumed_from, "loss": loss,
              "examples_per_s": examples_per_s,
              "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
              "embedding_overflow": sum(total_overflow.values()),
              "embedding_overflow_by_group": total_overflow,
-             "checkpoint": str(checkpointer.directory / str(steps))}
+             "checkpoint": str(checkpointer.directory / str(final))}
+  if final < steps:
+    summary["stopped_early_at"] = final
+  if init_from:
+    new = seen_ids.new_ids(seen_now, seen_before)
+    summary |= {"init_from": str(init_from), "new_ids": new,
+                "new_id_share": sum(new.values()) / max(sum(map(len, seen_now.values())), 1)}
   if eval_split is not None:
-    summary["eval"] = evaluate(experiment, state, eval_split, mesh)
-    with writer.as_default(step=steps):
-      for name, value in summary["eval"].items():
-        tf.summary.scalar(f"eval/{name}", value)
+    last = evaluations[-1] if evaluations and evaluations[-1]["step"] == final else None
+    summary["eval"] = ({k: v for k, v in last.items() if k != "step"} if last
+                       else run_evaluation(final, state))
+    summary["evaluations"] = evaluations
+    summary["best_step"] = tracker.best_step
   writer.flush()
   if run_export and experiment.export.enabled:
-    from recjax import export   # TF graph building only when exporting
-    if jax.process_count() > 1:   # every process takes part in gathering the tables whole
-      state = jax.jit(lambda s: s, out_shardings=sharding.replicated(mesh))(state)
-    if chief:
-      summary["saved_model"] = str(export.export(experiment, state, workdir / "saved_model"))
+    summary |= _export_all(experiment, state, workdir, tracker, best_saver, target, mesh,
+                           final, chief)
+  best_saver.close()
   if chief:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

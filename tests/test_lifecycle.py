@@ -1,0 +1,138 @@
+"""The training lifecycle: a NaN loss stops the run, early stopping with the best export, and
+warm start from yesterday's workdir with its count of new ids (synthetic `:smoke` data)."""
+
+import json
+
+import jax
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+
+from recjax import checkpoint
+from recjax import config as config_lib
+from recjax import export
+from recjax import main as main_lib
+from recjax import sharding
+from recjax import synthetic
+from recjax import train
+from recjax.errors import RecjaxError
+from tests.conftest import ROOT
+
+SMOKE = f"{ROOT / 'configs' / 'synthetic_all_features.py'}:smoke"
+
+
+def _experiment(*overrides):
+  config = config_lib.load(SMOKE)
+  for item in ("train.progress_bar=False",) + overrides:
+    config_lib.override(config, item)
+  return config_lib.experiment(config)
+
+
+def _steps(workdir, name="checkpoints"):
+  directory = workdir / name
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    main_lib.main(["train", "--config", SMOKE, "--workdir", str(tmp_path), "--no-export",
+                   "--config.train.progress_bar=False", "--config.train.checkpoint_every=1",
+                   "--config.train.keep_checkpoints=50",
+                   "--config.optimizer.dense.learning_rate=1e30"])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  message = err.strip().splitlines()[-1]
+  assert message.startswith("recjax: error: step ") and "the training loss is" in message
+  bad_step = int(message.split("step ")[1].split(":")[0])
+  saved = _steps(tmp_path)
+  assert saved == list(range(1, bad_step)), (bad_step, saved)   # none after the bad step
+  assert f"the last good checkpoint is at step {bad_step - 1}" in message
+  state = train.restore_state(_experiment(), tmp_path, sharding.make_mesh())
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def _expected_stop(evaluations, metric, patience, min_delta, larger_is_better):
+  best, since = None, 0
+  for record in evaluations:
+    value = record[metric] if larger_is_better else -record[metric]
+    if best is None or value - best[1] > min_delta:
+      best, since = (record["step"], value), 0
+    else:
+      since += 1
+    if since >= patience:
+      return record["step"], best[0]
+  return None, best[0]
+
+
+def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp_path):
+  # min_delta far above any change of log_loss: the first evaluation stays the best.
+  exp = _experiment("train.steps=40", "train.eval_every=4", "train.patience=2",
+                    "train.early_stop_metric=log_loss", "train.min_delta=0.02",
+                    "optimizer.dense.learning_rate=0.01")
+  summary = train.train_and_evaluate(exp, tmp_path)
+  evaluations = summary["evaluations"]
+  stop, best = _expected_stop(evaluations, "log_loss", 2, 0.02, larger_is_better=False)
+  assert stop is not None and stop < 40
+  assert summary["steps"] == summary["stopped_early_at"] == stop == evaluations[-1]["step"]
+  assert [e["step"] for e in evaluations] == list(range(4, stop + 1, 4))
+  assert summary["best_step"] == best and best < stop
+  assert json.loads((tmp_path / "export" / "best.json").read_text())["step"] == best
+  assert _steps(tmp_path, "best_checkpoint") == [best]
+
+  # export/best serves the state of the best step; export/latest the final one.
+  mesh = sharding.make_mesh()
+  saver = checkpoint.Checkpointer(tmp_path, 1, name="best_checkpoint")
+  best_state = saver.restore(train.state_target(exp, mesh))
+  saver.close()
+  assert int(best_state.step) == best
+  table = synthetic.generate(exp.data.synthetic, "eval")
+  feed = {c: tf.constant(table[c].to_numpy().astype(np.float32)) if s.dtype == tf.float32
+          else tf.constant(table[c].cast(pa.string()).to_pylist(), tf.string)
+          for c, s in export.serving_inputs(exp).items()}
+  from recjax import input as input_lib
+  jax_best = train.predict(exp, best_state, input_lib.load_split(exp, "eval"), mesh)
+  served = {}
+  for name in ("best", "latest"):
+    serve = tf.saved_model.load(str(tmp_path / "export" / name)).signatures[export.SIGNATURE]
+    served[name] = serve(**feed)[export.OUTPUT].numpy()
+  np.testing.assert_allclose(served["best"], jax_best, atol=1e-6)
+  assert np.abs(served["latest"] - jax_best).max() > 1e-4        # a different, later state
+  assert (tmp_path / "saved_model" / "saved_model.pb").exists()  # the alias of export/latest
+
+
+def test_warm_start_from_yesterday_restores_its_state_and_counts_new_ids(tmp_path):
+  day1, day2 = tmp_path / "day1", tmp_path / "day2"
+  first = _experiment("data.synthetic.seed=1")
+  summary1 = train.train_and_evaluate(first, day1, run_eval=False, run_export=False)
+  assert summary1["steps"] == 20 and "new_ids" not in summary1
+  assert (day1 / "seen_ids.npz").exists()
+
+  second = _experiment("data.synthetic.seed=2", "data.synthetic.rows=1536",
+                       "train.init_optimizer=True")
+  mesh = sharding.make_mesh()
+  yesterday = train.restore_state(first, day1, mesh)
+  own = checkpoint.Checkpointer(day2)
+  state, resumed = train.start_state(second, own, train.state_target(second, mesh), None,
+                                     str(day1))
+  own.close()
+  assert resumed is None and int(state.step) == 0        # a new day counts from step 0
+  same = jax.tree.map(lambda a, b: np.array_equal(a, b),
+                      jax.device_get(yesterday.replace(step=state.step)), jax.device_get(state))
+  assert all(jax.tree.leaves(same))                        # params, tables and both optimizers
+
+  summary2 = train.train_and_evaluate(second, day2, run_eval=False, run_export=False,
+                                      init_from=str(day1))
+  assert summary2["resumed_from"] is None and summary2["steps"] == 20
+  assert summary2["train_rows"] == 1536                    # day 2's rows only
+  assert summary2["new_ids"]["deep/item_id"] > 0 and 0 < summary2["new_id_share"] < 1
+  assert set(summary2["new_ids"]) == {f"{g}/{t}" for g in ("wide", "deep") for t in (
+      "user", "city", "item_id", "cat", "price_bucket", "tags", "city_cat", "cat_ctr_id")}
+  # Without init_optimizer the optimizer state starts fresh.
+  fresh = _experiment("data.synthetic.seed=2")
+  own = checkpoint.Checkpointer(tmp_path / "day2b")
+  state, _ = train.start_state(fresh, own, train.state_target(fresh, mesh), None, str(day1))
+  own.close()
+  assert all(float(np.abs(x).sum()) == 0 for x in jax.tree.leaves(jax.device_get(state.opt_state))
+             if np.asarray(x).dtype.kind == "f")
