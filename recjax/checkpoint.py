@@ -20,7 +20,7 @@ class Checkpointer:
   """One Orbax manager over `<workdir>/<name>` with items `state` and `data` (`checkpoints`:
   the run's own; `best_checkpoint`: the state of the best evaluation, for `export/best`)."""
 
-  def __init__(self, workdir, keep: int = 2, name: str = "checkpoints"):
+  def __init__(self, workdir, keep: int | None = 2, name: str = "checkpoints"):
     self.directory = pathlib.Path(workdir).absolute() / name
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -31,6 +31,12 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def delete(self, step: int) -> None:
+    self.manager.delete(step)
 
   def save(self, step: int, state, data_iterator=None) -> None:
     items = {"state": ocp.args.StandardSave(state)}

@@ -3,6 +3,12 @@
 Order as big_vision: mesh, input, shapes, shardings, restore-or-init, step, loop. The step
 differentiates the loss with respect to dense parameters and to the pooled embeddings; optax
 updates the former, `embedding.apply_gradients` the touched table rows. The state is donated.
+
+The lifecycle around the loop: a run resumes from its own last checkpoint, or warm-starts
+from another workdir's (`init_from`: yesterday's model, step 0, new ids counted per table);
+a NaN or infinite loss stops it before any later state is saved; evaluations every
+`eval_every` steps feed early stopping, and the best evaluation's state is kept in
+`best_checkpoint/` and exported to `export/best` beside the final `export/latest`.
 """
 
 import json
@@ -215,6 +221,16 @@ def _check_finite(losses, first_step: int, checkpointer) -> None:
         f"optimizer.sparse.learning_rate, or check the data")
 
 
+def _prune_best(best_saver, checkpointed: int, drop_later: bool = False) -> None:
+  """Keeps the best-state checkpoint a resume from step `checkpointed` would need (the last
+  one at or before it) and, unless `drop_later` (on resume: states of a lost future), the
+  later ones; a kill at any point then leaves the best checkpoint the replayed run expects."""
+  steps = best_saver.steps()
+  upto = [s for s in steps if s <= checkpointed]
+  for step in upto[:-1] + ([s for s in steps if s > checkpointed] if drop_later else []):
+    best_saver.delete(step)
+
+
 def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, final_step,
                 chief) -> dict:
   """`export/latest` from the final state, `export/best` from the best evaluation's state
@@ -279,8 +295,9 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   state_sharding = jax.tree.map(lambda s: s.sharding, target)
   batch_sharding = sharding.batch_sharding(mesh)
   checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
-  best_saver = checkpoint.Checkpointer(workdir, 1, name="best_checkpoint")
+  best_saver = checkpoint.Checkpointer(workdir, None, name="best_checkpoint")
   state, resumed_from = start_state(experiment, checkpointer, target, data, init_from)
+  _prune_best(best_saver, resumed_from or 0, drop_later=True)
   if resumed_from is not None:
     print(f"recjax: resuming from the checkpoint at step {resumed_from}", flush=True)
   elif init_from:
@@ -308,7 +325,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   def run_evaluation(step, state):
     metrics = evaluate(experiment, state, eval_split, mesh)
     evaluations.append({"step": step, **metrics})
-    if tracker.update(step, metrics):
+    if tracker.update(step, metrics) and step not in best_saver.steps():
       best_saver.save(step, state)
     with writer.as_default(step=step):
       for name, value in metrics.items():
@@ -360,6 +377,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
           tf.summary.scalar(f"train/embedding_overflow/{group}", count)
     if save_due:
       checkpointer.save(done, state, data)
+      _prune_best(best_saver, done)
     if eval_due:
       run_evaluation(done, state)
       if tracker.stop:
@@ -391,6 +409,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
                        else run_evaluation(final, state))
     summary["evaluations"] = evaluations
     summary["best_step"] = tracker.best_step
+    _prune_best(best_saver, final)
   writer.flush()
   if run_export and experiment.export.enabled:
     summary |= _export_all(experiment, state, workdir, tracker, best_saver, target, mesh,

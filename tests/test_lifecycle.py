@@ -101,6 +101,10 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
   assert np.abs(served["latest"] - jax_best).max() > 1e-4        # a different, later state
   assert (tmp_path / "saved_model" / "saved_model.pb").exists()  # the alias of export/latest
 
+  again = train.train_and_evaluate(exp, tmp_path, run_export=False)   # nothing left to do
+  assert again["resumed_from"] == stop and again["stopped_early_at"] == stop
+  assert again["evaluations"] == evaluations and again["best_step"] == best
+
 
 def test_warm_start_from_yesterday_restores_its_state_and_counts_new_ids(tmp_path):
   day1, day2 = tmp_path / "day1", tmp_path / "day2"
