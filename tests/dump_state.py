@@ -1,5 +1,6 @@
-"""Restores a workdir's last checkpoint onto this process's devices and saves its tables and
-optimizer slots to an .npz file; run by test_sharded_tables with various device counts.
+"""Restores a workdir's last checkpoint onto this process's devices and saves its whole train
+state (params, optimizer state, tables, slots) to an .npz file; run by tests with various
+device counts.
 
   python tests/dump_state.py CONFIG WORKDIR OUT.npz [--config.a.b=v ...]
 """
@@ -21,9 +22,11 @@ experiment = config_lib.experiment(config)
 mesh = sharding.make_mesh()
 state = train.restore_state(experiment, workdir, mesh)
 arrays = {}
-for path, leaf in jax.tree_util.tree_leaves_with_path({"tables": state.tables, "slots": state.slots}):
-  if mesh.size > 1:     # the restored shards sit on this mesh's devices, split over `model`
+sharded = {"tables": state.tables, "slots": state.slots}
+for path, leaf in jax.tree_util.tree_leaves_with_path(sharded):
+  if mesh.size > 1 and leaf.ndim:   # the restored shards sit on this mesh's devices, over `model`
     assert leaf.sharding.spec[0] == "model" and len(leaf.sharding.device_set) == mesh.size, path
+for path, leaf in jax.tree_util.tree_leaves_with_path(state):
   arrays[jax.tree_util.keystr(path)] = np.asarray(leaf)
-np.savez(out, step=int(state.step), **arrays)
+np.savez(out, **arrays)
 print(f"restored step {int(state.step)} onto {mesh.size} device(s): {len(arrays)} arrays")

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from recjax import main as main_lib
 from tests.conftest import ADULT_CONFIG, ROOT, run_cli, summary_of
 
-RESUME_ARGS = ("--config.train.steps=1500", "--config.train.checkpoint_every=100",
+RESUME_ARGS = ("--config.train.steps=600", "--config.train.checkpoint_every=50",
                "--config.train.log_every=100", "--config.train.progress_bar=False", "--no-export")
 
 
@@ -21,9 +22,35 @@ def _finished_checkpoints(workdir):
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
 
 
-def test_train_killed_after_a_checkpoint_resumes_from_it_and_ends_where_a_straight_run_does(tmp_path):
-  straight = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", tmp_path / "straight",
-                                *RESUME_ARGS))
+def _dump(workdir, out):
+  """The whole train state of `workdir`'s last checkpoint, as numpy arrays by tree path."""
+  subprocess.run([sys.executable, str(ROOT / "tests" / "dump_state.py"), ADULT_CONFIG, str(workdir),
+                  str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  summary = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS))
+  return summary, _dump(workdir, workdir / "state.npz")
+
+
+def _saving(workdir):
+  """Whether Orbax is writing a checkpoint (its temporary directory exists) right now."""
+  directory = workdir / "checkpoints"
+  return directory.exists() and any("tmp" in p.name for p in directory.iterdir())
+
+
+@pytest.mark.parametrize("moment", ["between_saves", "during_a_save"])
+def test_train_killed_resumes_and_ends_with_bitwise_the_parameters_of_a_straight_run(
+    moment, straight_run, tmp_path):
+  """SIGKILL after the first checkpoint, or while a later one is being written (Orbax's
+  temporary directory exists: the kill leaves it half-written), then a restart: it resumes
+  from the last finished checkpoint and ends with bitwise the same state as a run never
+  killed (same state, same input position; CPU reductions are deterministic)."""
+  straight, straight_state = straight_run
   workdir = tmp_path / "killed"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   process = subprocess.Popen(
@@ -31,22 +58,29 @@ def test_train_killed_after_a_checkpoint_resumes_from_it_and_ends_where_a_straig
        str(workdir), *RESUME_ARGS], cwd=ROOT, env=env,
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  while not _finished_checkpoints(workdir) and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
+  ready = ((lambda: _finished_checkpoints(workdir)) if moment == "between_saves" else
+           (lambda: _finished_checkpoints(workdir) and _saving(workdir)))
+  while not ready() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.002)
   process.send_signal(signal.SIGKILL)
   process.wait()
   saved = _finished_checkpoints(workdir)
-  assert saved and saved[-1] < 1500, f"the run was not killed between checkpoints: {saved}"
+  assert saved and saved[-1] < 600, f"the run was not killed before its end: {saved}"
+  if moment == "during_a_save":
+    assert _saving(workdir), "the kill did not land during a save"
 
   result = run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS)
   resumed = summary_of(result)
   assert f"resuming from the checkpoint at step {saved[-1]}" in result.stdout
-  assert resumed["resumed_from"] == saved[-1] and resumed["steps"] == 1500
-  # Same state and same input position restored: the very same model as without the kill.
+  assert resumed["resumed_from"] == saved[-1] and resumed["steps"] == 600
   assert resumed["eval"] == straight["eval"]
+  state = _dump(workdir, tmp_path / "state.npz")
+  assert state.keys() == straight_state.keys()
+  for key in state:
+    np.testing.assert_array_equal(state[key], straight_state[key], err_msg=key)
 
   again = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS))
-  assert again["resumed_from"] == 1500 and again["eval"] == straight["eval"]   # nothing to redo
+  assert again["resumed_from"] == 600 and again["eval"] == straight["eval"]   # nothing to redo
 
 
 def test_smoke_run_summary_tensorboard_evaluate_and_predict(adult_run, tmp_path):

@@ -83,7 +83,7 @@ def test_a_checkpoint_from_8_devices_restores_bitwise_onto_4_2_1_and_trains_on(t
   run_cli("train", "--config", *SMOKE, "--workdir", workdir, "--config.train.progress_bar=False",
           "--no-eval", "--no-export", *SHARDED, env=devices(8))
   saved = dump(workdir, tmp_path / "8.npz", 8, *SHARDED)
-  assert saved["step"] == 30 and len(saved) > 4
+  assert saved[".step"] == 30 and len(saved) > 4
   for n in (4, 2, 1):
     restored = dump(workdir, tmp_path / f"{n}.npz", n, *SHARDED)
     assert restored.keys() == saved.keys()
