@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
       command.add_argument("--init_from", help="warm start from this workdir's last checkpoint "
                            "(yesterday's run) when WORKDIR has none (train.init_from)")
     if name == "export":
-      command.add_argument("--output", help="SavedModel directory (default WORKDIR/saved_model)")
+      command.add_argument("--output", help="SavedModel directory (default WORKDIR/export/latest)")
     if name == "predict":
       command.add_argument("--input", required=True, help="a data file in the config's format")
       command.add_argument("--output", required=True, help="CSV file of probabilities")
@@ -89,7 +89,7 @@ def run(argv) -> dict:
             "eval": train.evaluate(experiment, state, input_lib.load_split(experiment, "eval"), mesh)}
   if args.command == "export":
     from recjax import export
-    output = args.output or os.path.join(args.workdir, "saved_model")
+    output = args.output or os.path.join(args.workdir, "export", "latest")
     return {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)

@@ -101,6 +101,11 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
   assert np.abs(served["latest"] - jax_best).max() > 1e-4        # a different, later state
   assert (tmp_path / "saved_model" / "saved_model.pb").exists()  # the alias of export/latest
 
+  # `recjax export` rewrites export/latest (the saved_model link still points at it).
+  exported = main_lib.run(["export", "--config", SMOKE, "--workdir", str(tmp_path)])
+  assert exported == {"step": stop, "saved_model": str(tmp_path / "export" / "latest")}
+  assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
   again = train.train_and_evaluate(exp, tmp_path, run_export=False)   # nothing left to do
   assert again["resumed_from"] == stop and again["stopped_early_at"] == stop
   assert again["evaluations"] == evaluations and again["best_step"] == best
