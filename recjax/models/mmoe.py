@@ -1,0 +1,38 @@
+"""MMoE (Ma et al., KDD 2018): multi-gate mixture of experts, a softmax gate per task over
+experts shared by all tasks."""
+
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from recjax import layers
+from recjax import multitask_layers
+
+
+class MMoE(nn.Module):
+  """x = [flatten(deep group), dense]; f_k(x) = sum_e softmax(W_k x)_e expert_e(x) (the
+  paper's eq. 5); logit_k = tower_k(f_k(x)) for each task k in `tasks`.
+
+  Reads one group (`deep_group`) and the numeric features. The paper's Census-Income setup
+  is 8 experts and towers of 8 units.
+  """
+  num_experts: int = 8
+  expert_hidden: tuple[int, ...] = (16,)
+  tower: tuple[int, ...] = (8,)
+  deep_group: str = "deep"
+  tasks: tuple[str, ...] = ("ctr", "cvr")
+
+  @nn.compact
+  def __call__(self, embedded, dense):
+    multitask_layers.check_tasks(self.tasks)
+    x = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
+    experts = multitask_layers.Experts(self.num_experts, self.expert_hidden, name="experts")(x)
+    out = {}
+    for t in self.tasks:
+      mixed, _ = multitask_layers.Gate(name=f"gate_{t}")(x, experts)
+      out[t] = multitask_layers.Tower(self.tower, name=f"tower_{t}")(mixed)
+    return out
+
+
+tiny = functools.partial(MMoE, num_experts=3, expert_hidden=(8,), tower=(4,))
