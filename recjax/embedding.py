@@ -8,7 +8,10 @@ gradient exists and no optimizer sweeps a table, so a step costs the same for a 
 rows or 10^8.
 
 Tables live in a nested dict `tables[group][table]` of [rows, dim] arrays, in logical row
-order; features of a group that name the same `table` share it. Small tables are replicated
+order; features of a group that name the same `table` share it, and a group with
+`tables_from` reads another group's tables (a behaviour sequence and its candidate item): such
+a table lives once, under its owning group, and is read and updated once per step for all
+its readers. Small tables are replicated
 on every device; large ones (a group's `placement`) are row-sharded over the mesh's `model`
 axis and go through `sharded_tables` (all_to_all inside shard_map) when a mesh is given. Both
 paths share `apply_row_gradients`.
@@ -29,7 +32,7 @@ from recjax.sparse_optim import SparseOptimizer
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-  group: str
+  group: str                # the group that owns it: the table is tables[group][name]
   name: str                 # the table's name: its features' `table` (default: the feature)
   rows: int                 # stored rows (sharded tables are padded to ROW_ALIGN)
   dim: int
@@ -46,25 +49,25 @@ class GroupPlan:
   features: tuple[str, ...]
   tables: tuple[str, ...]           # per feature
   combiner: str
-  sharded: tuple[str, ...] = ()     # the names of this group's row-sharded tables
+  sharded: tuple[str, ...] = ()     # the names of this group's own row-sharded tables
   capacity_factor: float = 2.0
+  owners: tuple[str, ...] = ()      # per feature, the group that owns its table (tables_from);
+                                    # empty: this group owns all of them
 
-  def table_features(self) -> dict[str, list[int]]:
-    """Table name -> positions (in `features`) of the features that share it, in order."""
-    out = {}
-    for j, table in enumerate(self.tables):
-      out.setdefault(table, []).append(j)
-    return out
+  def owner(self, j: int) -> str:
+    return self.owners[j] if self.owners else self.name
 
 
-def table_of(feature) -> str:
-  return getattr(feature, "table", "") or feature.name
+table_of = features_lib.table_of
 
 
 def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]]:
   """One table per (group, table name): features of a group that name the same table share
-  it (they must agree on its size); the same feature in two groups has a table in each."""
+  it (they must agree on its size); the same feature in two groups has a table in each,
+  unless a group takes the tables of another (`Group.tables_from`): a table read by several
+  groups lives once, under its owner, with the owner's placement and init_scale."""
   by_name = {f.name: f for f in features_lib.id_features(features)}
+  owners = features_lib.table_owners(tuple(by_name.values()), groups)
   specs, plans = [], []
   for group in groups:
     lengths = {by_name[n].length for n in group.features}
@@ -73,19 +76,20 @@ def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]
                         f"features of one length; found lengths {sorted(lengths)}")
     rows, sharded = {}, []
     for name in group.features:
-      table, n = table_of(by_name[name]), by_name[name].num_ids
-      if rows.setdefault(table, n) != n:
-        raise ConfigError(f"groups.{group.name}: features sharing table {table!r} disagree on "
-                          f"its size ({rows[table]} and {n} ids)")
+      table = table_of(by_name[name])
+      if owners[(group.name, table)] == group.name:
+        rows.setdefault(table, by_name[name].num_ids)
     for table, n in rows.items():
       shard = group.placement == "sharded" or (group.placement == "auto" and n >= SHARD_ROWS)
       n = sharded_tables.storage_rows(n) if shard else n
       specs.append(TableSpec(group.name, table, n, group.dim, group.init_scale, shard))
       if shard:
         sharded.append(table)
-    plans.append(GroupPlan(group.name, group.features,
-                           tuple(table_of(by_name[n]) for n in group.features), group.combiner,
-                           tuple(sharded), group.capacity_factor))
+    tables = tuple(table_of(by_name[n]) for n in group.features)
+    feature_owners = tuple(owners[(group.name, t)] for t in tables)
+    plans.append(GroupPlan(group.name, group.features, tables, group.combiner, tuple(sharded),
+                           group.capacity_factor,
+                           feature_owners if group.tables_from else ()))
   return tuple(specs), tuple(plans)
 
 
@@ -118,27 +122,36 @@ def _capacity(plan_, flat_ids, mesh) -> int:
                                  plan_.capacity_factor)
 
 
-def _tables(plan_, ids, mesh):
-  """(table, positions of its features, their ids flattened, sharded?). Features sharing a
-  table are concatenated along the id axis, not the batch axis, so that a device's share of
-  the flat ids is still its own rows of the batch."""
-  for table, positions in plan_.table_features().items():
-    flat = jnp.concatenate([ids[plan_.features[j]] for j in positions], 1).reshape(-1)
+def _tables(plans, ids, mesh):
+  """Each table of the state tree once, with every feature of every group that reads it:
+  (owner's plan, table name, readers [(plan, feature positions)], their ids flattened,
+  sharded?). Readers' ids are concatenated along the id axis, not the batch axis, so that a
+  device's share of the flat ids is still its own rows of the batch."""
+  by_name = {p.name: p for p in plans}
+  readers = {}
+  for plan_ in plans:
+    for j, table in enumerate(plan_.tables):
+      readers.setdefault((plan_.owner(j), table), {}).setdefault(plan_.name, []).append(j)
+  for (owner, table), by_group in readers.items():
+    parts = [(by_name[group], positions) for group, positions in by_group.items()]
+    flat = jnp.concatenate([ids[p.features[j]] for p, positions in parts for j in positions],
+                           1).reshape(-1)
     # On a mesh without a model axis to split over, a sharded table is one whole shard: the
     # plain path reads it the same way without the all_to_all bookkeeping.
-    sharded = mesh is not None and mesh.shape["model"] > 1 and table in plan_.sharded
-    yield table, positions, flat, sharded
+    sharded = mesh is not None and mesh.shape["model"] > 1 and table in by_name[owner].sharded
+    yield by_name[owner], table, parts, flat, sharded
 
 
-def _split(flat, positions, plan_, ids):
-  """Undoes `_tables`' concatenation: per feature position, values [B, L, ...]."""
-  batch = ids[plan_.features[positions[0]]].shape[0]
-  flat = flat.reshape((batch, -1) + flat.shape[1:])
+def _split(flat, parts, ids):
+  """Undoes `_tables`' concatenation: {(group, feature position): values [B, L, ...]}."""
+  first, positions = parts[0]
+  flat = flat.reshape((ids[first.features[positions[0]]].shape[0], -1) + flat.shape[1:])
   out, start = {}, 0
-  for j in positions:
-    length = ids[plan_.features[j]].shape[1]
-    out[j] = flat[:, start:start + length]
-    start += length
+  for plan_, positions in parts:
+    for j in positions:
+      length = ids[plan_.features[j]].shape[1]
+      out[(plan_.name, j)] = flat[:, start:start + length]
+      start += length
   return out
 
 
@@ -152,27 +165,28 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
   behaviour list and their categories) is not pooled: {group: [B, F_group, L, D]}, padding
   positions zero, plus {group + MASK: [B, L]} from its first feature's weights.
 
-  Each table is read once per step for all the features that share it. With a `mesh`,
-  sharded tables go through all_to_all; without, every table is read whole (the replicated
-  path, also used to trace shapes).
+  Each table is read once per step for all the features (of all the groups) that read it.
+  With a `mesh`, sharded tables go through all_to_all; without, every table is read whole
+  (the replicated path, also used to trace shapes).
   """
+  rows = {}
+  for owner, table_name, parts, flat, sharded in _tables(plans, ids, mesh):
+    table = tables[owner.name][table_name]
+    if sharded:
+      found = sharded_tables.lookup(table, flat, mesh, _capacity(owner, flat, mesh))
+    else:
+      found = jnp.take(table, flat, axis=0)
+    rows.update(_split(found, parts, ids))                                       # [B, L, D]
   out = {}
   for plan_ in plans:
-    rows = {}
-    for table_name, positions, flat, sharded in _tables(plan_, ids, mesh):
-      table = tables[plan_.name][table_name]
-      if sharded:
-        found = sharded_tables.lookup(table, flat, mesh, _capacity(plan_, flat, mesh))
-      else:
-        found = jnp.take(table, flat, axis=0)
-      rows.update(_split(found, positions, plan_, ids))                          # [B, L, D]
     coefs = [_coefficients(weights[f], plan_.combiner) for f in plan_.features]
     if plan_.combiner == "none":
-      out[plan_.name] = jnp.stack([c[..., None] * rows[j] for j, c in enumerate(coefs)], 1)
+      out[plan_.name] = jnp.stack([c[..., None] * rows[(plan_.name, j)]
+                                   for j, c in enumerate(coefs)], 1)
       out[plan_.name + MASK] = (weights[plan_.features[0]] != 0).astype(jnp.float32)
     else:
-      out[plan_.name] = jnp.stack(
-          [jnp.einsum("bl,bld->bd", c, rows[j]) for j, c in enumerate(coefs)], 1)
+      out[plan_.name] = jnp.stack([jnp.einsum("bl,bld->bd", c, rows[(plan_.name, j)])
+                                   for j, c in enumerate(coefs)], 1)
   return out
 
 
@@ -206,40 +220,41 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
   """Applies d loss / d pooled embeddings ({group: [B, F_group, D]}) to the touched rows;
   `step` (the train step) drives learning-rate schedules.
 
+  A table read by several features or groups is updated once, from the ids of all its
+  readers: duplicates across them are summed, as autodiff through every gather would.
   An id whose pooling coefficient is 0 (padding) is not touched: it is sent to an
   out-of-range row, so lazy Adam, FTRL and L2 leave its row and slots alone.
   """
   apply_rows = lambda t, s, i, g: apply_row_gradients(t, s, i, g, optimizer, step)
+  coefs = {(p.name, j): _coefficients(weights[f], p.combiner)
+           for p in plans for j, f in enumerate(p.features)}
   new_tables, new_slots = {}, {}
-  for plan_ in plans:
-    new_tables[plan_.name], new_slots[plan_.name] = {}, {}
-    coefs = {j: _coefficients(weights[f], plan_.combiner) for j, f in enumerate(plan_.features)}
-    for table_name, positions, flat_ids, sharded in _tables(plan_, ids, mesh):
-      table, slot = tables[plan_.name][table_name], slots[plan_.name][table_name]
-      row_grads = jnp.concatenate([_row_grads(coefs[j], grads[plan_.name][:, j], plan_.combiner)
-                                   for j in positions], 1).reshape(-1, table.shape[1])
-      coef = jnp.concatenate([coefs[j] for j in positions], 1).reshape(-1)
-      flat_ids = jnp.where(coef != 0, flat_ids, table.shape[0])
-      if sharded:
-        table, slot = sharded_tables.apply_gradients(
-            table, slot, flat_ids, row_grads, mesh, _capacity(plan_, flat_ids, mesh), apply_rows)
-      else:
-        table, slot = apply_rows(table, slot, flat_ids, row_grads)
-      new_tables[plan_.name][table_name] = table
-      new_slots[plan_.name][table_name] = slot
+  for owner, table_name, parts, flat_ids, sharded in _tables(plans, ids, mesh):
+    table, slot = tables[owner.name][table_name], slots[owner.name][table_name]
+    row_grads = jnp.concatenate(
+        [_row_grads(coefs[(p.name, j)], grads[p.name][:, j], p.combiner)
+         for p, positions in parts for j in positions], 1).reshape(-1, table.shape[1])
+    coef = jnp.concatenate([coefs[(p.name, j)] for p, positions in parts for j in positions],
+                           1).reshape(-1)
+    flat_ids = jnp.where(coef != 0, flat_ids, table.shape[0])
+    if sharded:
+      table, slot = sharded_tables.apply_gradients(
+          table, slot, flat_ids, row_grads, mesh, _capacity(owner, flat_ids, mesh), apply_rows)
+    else:
+      table, slot = apply_rows(table, slot, flat_ids, row_grads)
+    new_tables.setdefault(owner.name, {})[table_name] = table
+    new_slots.setdefault(owner.name, {})[table_name] = slot
   return new_tables, new_slots
 
 
 def overflow(tables, plans, ids: dict, mesh) -> dict[str, jax.Array]:
   """Per group, the ids of this batch beyond the all_to_all capacity (they took the slower
-  path)."""
-  counts = {}
-  for plan_ in plans:
-    counts[plan_.name] = jnp.zeros((), jnp.int32)
-    for table_name, _, flat, sharded in _tables(plan_, ids, mesh):
-      if sharded:
-        counts[plan_.name] += sharded_tables.overflow(
-            flat, tables[plan_.name][table_name].shape[0], mesh, _capacity(plan_, flat, mesh))
+  path); a shared table counts under its owner."""
+  counts = {plan_.name: jnp.zeros((), jnp.int32) for plan_ in plans}
+  for owner, table_name, _, flat, sharded in _tables(plans, ids, mesh):
+    if sharded:
+      counts[owner.name] += sharded_tables.overflow(
+          flat, tables[owner.name][table_name].shape[0], mesh, _capacity(owner, flat, mesh))
   return counts
 
 

@@ -39,8 +39,8 @@ def _tf_lookup(tables, plans, ids, weights):
   out = {}
   for plan in plans:
     pooled = []
-    for feature, table in zip(plan.features, plan.tables):
-      rows = tf.gather(tables[plan.name][table], ids[feature])                 # [B, L, D]
+    for j, (feature, table) in enumerate(zip(plan.features, plan.tables)):
+      rows = tf.gather(tables[plan.owner(j)][table], ids[feature])            # [B, L, D]
       w = weights[feature]
       if plan.combiner == "mean":
         w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)

@@ -56,10 +56,14 @@ class Group:
   placement: str = "auto"           # auto (sharded from 2^17 rows) | replicated | sharded
   capacity_factor: float = 2.0      # all_to_all capacity: this x the even share of ids
   on_overflow: str = "fallback"     # fallback (correct slower path) | error
+  tables_from: str = ""             # a group whose tables this group's features read where
+                                    # they name the same table (see `table_owners`)
 
   def __post_init__(self):
     if self.dim < 1 or not self.features:
       raise ValueError("a group needs features and a positive dim")
+    if self.tables_from == self.name:
+      raise ValueError("tables_from names the group itself")
     for field, allowed in (("combiner", ("sum", "mean", "sqrtn", "none")),
                            ("placement", ("auto", "replicated", "sharded")),
                            ("on_overflow", ("fallback", "error"))):
@@ -103,9 +107,68 @@ def _check_aligned(features) -> None:
                         f"must match its ({other.max_len}, {other.keep!r})")
 
 
+def table_of(feature) -> str:
+  """The name of the table a feature's ids index: its `table`, by default its own name."""
+  return getattr(feature, "table", "") or feature.name
+
+
+def table_owners(features, groups) -> dict[tuple[str, str], str]:
+  """(group, table name) -> the group whose table it is, for every table a group reads.
+
+  A table belongs to its group: the same feature in two groups (a dim-1 `wide` and a dim-16
+  `deep`) has a table in each. A group with `tables_from: other` reads `other`'s table
+  wherever its features name a table that `other` also has (followed through `other`'s own
+  `tables_from`): e.g. a behaviour sequence (`hist_item`, `table="item_id"`) and the
+  candidate item it is compared with (`item_id` in a pooled group) then look up one table.
+  Sharing groups must agree on dim and on the table's size, and share at least one table.
+  """
+  by_name = {f.name: f for f in features}
+  by_group = {g.name: g for g in groups}
+  tables = {g.name: {table_of(by_name[n]) for n in g.features if n in by_name} for g in groups}
+  for group in groups:
+    if group.tables_from and group.tables_from not in by_group:
+      raise ConfigError(f"groups.{group.name}.tables_from: {group.tables_from!r} is not a "
+                        f"group; groups: {', '.join(by_group)}")
+
+  def owner(group, table, path=()):
+    if group.name in path:
+      raise ConfigError(f"groups.{path[0]}.tables_from: {' -> '.join(path + (group.name,))} "
+                        "is a cycle")
+    source = by_group.get(group.tables_from)
+    if source is None or table not in tables[source.name]:
+      return group.name
+    return owner(source, table, path + (group.name,))
+
+  owners = {(g.name, t): owner(g, t) for g in groups for t in sorted(tables[g.name])}
+  for group in groups:
+    if not group.tables_from:
+      continue
+    shared = sorted(t for t in tables[group.name] if t in tables[group.tables_from])
+    if not shared:
+      raise ConfigError(
+          f"groups.{group.name}.tables_from: group {group.tables_from!r} has none of the tables "
+          f"{group.name!r} reads ({', '.join(sorted(tables[group.name]))}); its tables: "
+          f"{', '.join(sorted(tables[group.tables_from]))}")
+    source = by_group[owners[(group.name, shared[0])]]
+    if source.dim != group.dim:
+      raise ConfigError(f"groups.{group.name}.dim: {group.dim}, but it reads tables of group "
+                        f"{source.name!r} of dim {source.dim}; sharing groups need one dim")
+  sizes = {}
+  reads = [(owners[(g.name, table_of(by_name[n]))], table_of(by_name[n]), g.name, n)
+           for g in groups for n in g.features if n in by_name and by_name[n].output == "ids"]
+  # the owner's own features first, so that an error names the reader that differs
+  for owner, table, group, name in sorted(reads, key=lambda r: r[0] != r[2]):
+    n = by_name[name].num_ids
+    first = sizes.setdefault((owner, table), (name, n))
+    if first[1] != n:
+      raise ConfigError(f"groups.{group}: feature {name!r} ({n} ids) reads table {table!r} of "
+                        f"group {owner!r}, which feature {first[0]!r} gives {first[1]} ids")
+  return owners
+
+
 def check_groups(features, groups) -> None:
   """The checks that need every feature at once: groups embed declared id features, a raw
-  column has one dtype, and aligned sequences agree."""
+  column has one dtype, aligned sequences agree, and shared tables agree on dim and size."""
   _check_columns(features)
   _check_aligned(features)
   by_name = {f.name: f for f in features}
@@ -117,6 +180,7 @@ def check_groups(features, groups) -> None:
       if by_name[name].output != "ids":
         raise ConfigError(f"groups.{group.name}.features: {name!r} is numeric; groups embed id "
                           "features, numeric features feed the model's dense input")
+  table_owners(features, groups)
 
 
 def id_features(features) -> tuple[Feature, ...]:

@@ -2,6 +2,12 @@
 update against a dense reference (autodiff through jnp.take, then the optimizer over the whole
 table), because the sparse path is only trustworthy if it equals the textbook one."""
 
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,3 +243,134 @@ def test_a_sequence_group_needs_features_of_one_length():
   with pytest.raises(ConfigError, match="needs features of one length"):
     embedding.plan((Tag("tags", hash_bucket_size=9), features.IdFeature("item", hash_bucket_size=9)),
                    (features.Group("seq", ("tags", "item"), 3, "none"),))
+
+
+# ---- tables shared across groups (Group.tables_from) -----------------------------------------
+
+# The candidate item (pooled `target` group) and the behaviour list (`history`, a sequence
+# group) read one item table; `history` also embeds categories in a table of its own.
+CROSS = (features.IdFeature("item", hash_bucket_size=30),
+         features.IdFeature("user", hash_bucket_size=40),
+         features.SequenceFeature("hist", max_len=LENGTH, hash_bucket_size=30, table="item"),
+         features.SequenceFeature("hist_tags", max_len=LENGTH, hash_bucket_size=5,
+                                  aligned_with="hist"))
+
+
+def _cross_groups(placement="auto"):
+  return (features.Group("history", ("hist", "hist_tags"), 3, "none", tables_from="target"),
+          features.Group("target", ("item", "user"), 3, "mean", placement=placement,
+                         init_scale=0.5))
+
+
+def _cross_batch(rng):
+  ids, weights = {}, {}
+  for name, rows, draw in (("item", 30, 6), ("user", 40, 7), ("hist", 30, 6),
+                           ("hist_tags", 5, 4)):
+    length = 1 if name in ("item", "user") else LENGTH
+    ids[name] = jnp.asarray(rng.integers(0, draw, (BATCH, length)), jnp.int32)
+    w = np.ones((BATCH, length), np.float32)
+    if length > 1:
+      w[:, -1] = 0.0                             # padding at the end of every history
+      w[2, 1:] = 0.0
+    weights[name] = jnp.asarray(w)
+  return ids, weights
+
+
+def test_a_table_read_by_two_groups_lives_once_under_its_owner():
+  specs, plans = embedding.plan(CROSS, _cross_groups())
+  assert [(s.group, s.name, s.rows, s.dim, s.init_scale) for s in specs] == [
+      ("history", "hist_tags", 5, 3, 0.05), ("target", "item", 30, 3, 0.5),
+      ("target", "user", 40, 3, 0.5)]
+  assert plans[0].tables == ("item", "hist_tags") and plans[0].owners == ("target", "history")
+  assert plans[1].owners == () and plans[1].owner(0) == "target"
+  tables = embedding.init(specs, jax.random.key(0))
+  assert jax.tree.map(jnp.shape, tables) == {"history": {"hist_tags": (5, 3)},
+                                             "target": {"item": (30, 3), "user": (40, 3)}}
+  ids, weights = _cross_batch(np.random.default_rng(0))
+  out = embedding.lookup(tables, plans, ids, weights)
+  item = np.asarray(tables["target"]["item"])
+  np.testing.assert_allclose(out["history"][:, 0],
+                             np.asarray(weights["hist"])[..., None] * item[np.asarray(ids["hist"])])
+  np.testing.assert_allclose(out["target"][:, 0], item[np.asarray(ids["item"])[:, 0]])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "rowwise_adagrad"])
+def test_update_of_a_table_read_by_two_groups_equals_dense_reference(name):
+  """Autodiff through both gathers, then the optimizer over the whole table: the one fused
+  update from the de-duplicated ids of both groups must equal it on the touched rows and
+  leave the other rows bitwise alone."""
+  optimizer = sparse_optim.SparseOptimizer(name, learning_rate=0.3, initial_accumulator=0.05,
+                                           epsilon=1e-6)
+  specs, plans = embedding.plan(CROSS, _cross_groups())
+  start_tables = tables = embedding.init(specs, jax.random.key(2))
+  start_slots = slots = embedding.init_slots(tables, optimizer)
+  ref_init, ref_step = _dense_reference(name, optimizer)
+  ref_tables, ref_state = tables, ref_init(tables)
+  update = jax.jit(lambda t, s, i, w, g: embedding.apply_gradients(t, s, plans, i, w, g,
+                                                                   optimizer, 0))
+  rng = np.random.default_rng(3)
+  touched = {"item": np.zeros(30, bool), "user": np.zeros(40, bool), "hist_tags": np.zeros(5, bool)}
+  for _ in range(3):
+    ids, weights = _cross_batch(rng)
+    out = embedding.lookup(tables, plans, ids, weights)
+    vectors = {g: jnp.asarray(rng.normal(size=out[g].shape), jnp.float32)
+               for g in ("history", "target")}
+
+    def loss(tables):
+      pooled = embedding.lookup(tables, plans, ids, weights)
+      return sum(jnp.sum(pooled[g] * v) for g, v in vectors.items())
+
+    ref_tables, ref_state = ref_step(ref_tables, ref_state, jax.grad(loss)(ref_tables))
+    tables, slots = update(tables, slots, ids, weights, vectors)
+    for table, readers in (("item", ("item", "hist")), ("user", ("user",)),
+                           ("hist_tags", ("hist_tags",))):
+      for feature in readers:
+        touched[table][np.asarray(ids[feature])[np.asarray(weights[feature]) != 0]] = True
+  ref_slots = _reference_slots(name, ref_state)
+  for group, table in (("target", "item"), ("target", "user"), ("history", "hist_tags")):
+    rows = touched[table]
+    assert 0 < rows.sum() < len(rows)
+    got, want = tables[group][table], ref_tables[group][table]
+    np.testing.assert_allclose(got[rows], want[rows], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[~rows], start_tables[group][table][~rows])
+    if ref_slots is not None:
+      slot = slots[group][table]["accumulator"]
+      np.testing.assert_allclose(slot[rows], ref_slots[group][table][rows], rtol=1e-6)
+      np.testing.assert_array_equal(slot[~rows], start_slots[group][table]["accumulator"][~rows])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(tables_from="nowhere"), r"groups.history.tables_from: 'nowhere' is not a group"),
+    (dict(dim=4), r"groups.history.dim: 4, but it reads tables of group 'target' of dim 3"),
+    (dict(features=("hist_tags",)), r"groups.history.tables_from: group 'target' has none of "
+                                    r"the tables 'history' reads \(hist_tags\)"),
+])
+def test_bad_table_sharing_is_a_config_error(change, message):
+  history, target = _cross_groups()
+  groups = (features.Group(**{**dataclasses.asdict(history), **change}), target)
+  with pytest.raises(ConfigError, match=message):
+    features.check_groups(CROSS, groups)
+
+
+def test_table_sharing_checks_sizes_and_cycles():
+  small = CROSS[:2] + (features.SequenceFeature("hist", max_len=LENGTH, hash_bucket_size=20,
+                                                table="item"),) + CROSS[3:]
+  with pytest.raises(ConfigError, match=r"groups.history: feature 'hist' \(20 ids\) reads table "
+                                        r"'item' of group 'target', which feature 'item' gives 30"):
+    embedding.plan(small, _cross_groups())
+  a = features.Group("a", ("item",), 3, tables_from="b")
+  b = features.Group("b", ("item",), 3, tables_from="a")
+  with pytest.raises(ConfigError, match=r"groups.a.tables_from: a -> b -> a is a cycle"):
+    embedding.plan(CROSS, (a, b))
+  with pytest.raises(ValueError, match="tables_from names the group itself"):
+    features.Group("a", ("item",), 3, tables_from="a")
+
+
+def test_a_shared_table_row_sharded_on_8_devices_equals_the_replicated_reference():
+  script = pathlib.Path(__file__).with_name("eight_devices_shared.py")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, cwd=script.parent.parent, timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "equals the replicated reference" in result.stdout
