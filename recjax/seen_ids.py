@@ -22,9 +22,9 @@ def of_split(experiment, arrays: dict) -> dict[str, np.ndarray]:
   _, plans = embedding.plan(experiment.features, experiment.groups)
   seen = {}
   for plan in plans:
-    for feature, table in zip(plan.features, plan.tables):
+    for j, (feature, table) in enumerate(zip(plan.features, plan.tables)):
       ids = arrays["ids"][feature][arrays["weights"][feature] != 0]
-      seen.setdefault(f"{plan.name}/{table}", []).append(np.unique(ids))
+      seen.setdefault(f"{plan.owner(j)}/{table}", []).append(np.unique(ids))
   return {key: np.unique(np.concatenate(parts)).astype(np.int32) for key, parts in seen.items()}
 
 
