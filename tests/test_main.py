@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from recjax import main as main_lib
+from tests import dump_state
 from tests.conftest import ADULT_CONFIG, ROOT, run_cli, summary_of
 
 RESUME_ARGS = ("--config.train.steps=600", "--config.train.checkpoint_every=50",
@@ -22,19 +24,16 @@ def _finished_checkpoints(workdir):
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
 
 
-def _dump(workdir, out):
+def _dump(workdir):
   """The whole train state of `workdir`'s last checkpoint, as numpy arrays by tree path."""
-  subprocess.run([sys.executable, str(ROOT / "tests" / "dump_state.py"), ADULT_CONFIG, str(workdir),
-                  str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300,
-                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  return dict(np.load(out))
+  return dump_state.state_arrays(ADULT_CONFIG, workdir)[1]
 
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("straight")
   summary = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS))
-  return summary, _dump(workdir, workdir / "state.npz")
+  return summary, _dump(workdir)
 
 
 def _saving(workdir):
@@ -43,44 +42,77 @@ def _saving(workdir):
   return directory.exists() and any("tmp" in p.name for p in directory.iterdir())
 
 
-@pytest.mark.parametrize("moment", ["between_saves", "during_a_save"])
+def _kill_plan(seed, kills=3, last=450, steps_between=50):
+  """`kills` random kill points: a finished checkpoint to wait for (increasing, so each
+  restart makes progress), then a random delay of up to about one save interval, except for
+  one kill, drawn too, that waits for the next save to begin and lands in it."""
+  rng = np.random.default_rng(seed)
+  landmarks = sorted(rng.choice(np.arange(steps_between, last + 1, steps_between), kills,
+                                replace=False).tolist())
+  during_save = int(rng.integers(kills))
+  return [dict(after=after, during_save=k == during_save,
+               delay=0.0 if k == during_save else round(float(rng.uniform(0, 0.35)), 3))
+          for k, after in enumerate(landmarks)]
+
+
+def _wait(process, ready, what, seed, timeout=300):
+  deadline = time.time() + timeout
+  while not ready():
+    assert process.poll() is None, f"RECJAX_KILL_SEED={seed}: the run ended before {what}"
+    assert time.time() < deadline, f"RECJAX_KILL_SEED={seed}: no {what} in {timeout} s"
+    time.sleep(0.002)
+
+
 def test_train_killed_resumes_and_ends_with_bitwise_the_parameters_of_a_straight_run(
-    moment, straight_run, tmp_path):
-  """SIGKILL after the first checkpoint, or while a later one is being written (Orbax's
-  temporary directory exists: the kill leaves it half-written), then a restart: it resumes
-  from the last finished checkpoint and ends with bitwise the same state as a run never
-  killed (same state, same input position; CPU reductions are deterministic)."""
+    straight_run, tmp_path):
+  """SIGKILL at several random points of one run, each followed by a restart, one of them
+  while a checkpoint is being written (Orbax's temporary directory exists: the kill leaves
+  it half-written); the run then finishes with bitwise the state of a run never killed
+  (same state, same input position; CPU reductions are deterministic). The kill points come
+  from RECJAX_KILL_SEED (random when unset, and printed): set it to replay a failure."""
+  seed = int(os.environ.get("RECJAX_KILL_SEED") or random.SystemRandom().randrange(2**31))
+  plan = _kill_plan(seed)
+  print(f"RECJAX_KILL_SEED={seed}: {plan}")
+  why = f"RECJAX_KILL_SEED={seed} {plan}"
   straight, straight_state = straight_run
   workdir = tmp_path / "killed"
+  command = [sys.executable, "-m", "recjax.main", "train", "--config", ADULT_CONFIG,
+             "--workdir", str(workdir), *RESUME_ARGS]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  process = subprocess.Popen(
-      [sys.executable, "-m", "recjax.main", "train", "--config", ADULT_CONFIG, "--workdir",
-       str(workdir), *RESUME_ARGS], cwd=ROOT, env=env,
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  ready = ((lambda: _finished_checkpoints(workdir)) if moment == "between_saves" else
-           (lambda: _finished_checkpoints(workdir) and _saving(workdir)))
-  while not ready() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.002)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  saved = _finished_checkpoints(workdir)
-  assert saved and saved[-1] < 600, f"the run was not killed before its end: {saved}"
-  if moment == "during_a_save":
-    assert _saving(workdir), "the kill did not land during a save"
+  resumed_from = None
+  for k, kill in enumerate(plan):
+    log = tmp_path / f"run{k}.log"
+    with log.open("w") as out:
+      process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+      try:
+        # A checkpoint of this process's own (a restart may resume past the landmark).
+        after = max(kill["after"], (resumed_from or 0) + 50)
+        _wait(process, lambda: (_finished_checkpoints(workdir) or [0])[-1] >= after,
+              f"checkpoint at step {after}", seed)
+        if kill["during_save"]:
+          _wait(process, lambda: _saving(workdir), "save after it", seed)
+        else:
+          time.sleep(kill["delay"])
+      finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = _finished_checkpoints(workdir)
+    assert saved[-1] < 600, f"{why}: the run was not killed before its end: {saved}"
+    if kill["during_save"]:
+      assert _saving(workdir), f"{why}: kill {k} did not land during a save"
+    if resumed_from is not None:
+      assert f"resuming from the checkpoint at step {resumed_from}" in log.read_text(), why
+    resumed_from = saved[-1]
 
   result = run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS)
   resumed = summary_of(result)
-  assert f"resuming from the checkpoint at step {saved[-1]}" in result.stdout
-  assert resumed["resumed_from"] == saved[-1] and resumed["steps"] == 600
-  assert resumed["eval"] == straight["eval"]
-  state = _dump(workdir, tmp_path / "state.npz")
+  assert f"resuming from the checkpoint at step {resumed_from}" in result.stdout, why
+  assert resumed["resumed_from"] == resumed_from and resumed["steps"] == 600, why
+  assert resumed["eval"] == straight["eval"], why
+  state = _dump(workdir)
   assert state.keys() == straight_state.keys()
   for key in state:
-    np.testing.assert_array_equal(state[key], straight_state[key], err_msg=key)
-
-  again = summary_of(run_cli("train", "--config", ADULT_CONFIG, "--workdir", workdir, *RESUME_ARGS))
-  assert again["resumed_from"] == 600 and again["eval"] == straight["eval"]   # nothing to redo
+    np.testing.assert_array_equal(state[key], straight_state[key], err_msg=f"{key} ({why})")
 
 
 def test_smoke_run_summary_tensorboard_evaluate_and_predict(adult_run, tmp_path):
