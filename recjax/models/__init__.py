@@ -7,8 +7,10 @@ line at all: a config may name `package.module:Class`, see `recjax.config.model_
 """
 
 from recjax.models import autoint
+from recjax.models import bst
 from recjax.models import dcn
 from recjax.models import dcnv2
+from recjax.models import din
 from recjax.models import deepfm
 from recjax.models import dlrm
 from recjax.models import dnn
@@ -32,6 +34,8 @@ MODELS = {
     "fibinet": fibinet.FiBiNET,
     "masknet": masknet.MaskNet,
     "dlrm": dlrm.DLRM,
+    "din": din.DIN,
+    "bst": bst.BST,
 }
 
 TINY = {
@@ -47,4 +51,6 @@ TINY = {
     "fibinet": fibinet.tiny,
     "masknet": masknet.tiny,
     "dlrm": dlrm.tiny,
+    "din": din.tiny,
+    "bst": bst.tiny,
 }
