@@ -13,11 +13,13 @@ from recjax.models import dcnv2
 from recjax.models import din
 from recjax.models import deepfm
 from recjax.models import dlrm
+from recjax.models import dssm
 from recjax.models import dnn
 from recjax.models import fibinet
 from recjax.models import fm
 from recjax.models import lr
 from recjax.models import masknet
+from recjax.models import sasrec
 from recjax.models import wide_deep
 from recjax.models import xdeepfm
 
@@ -36,6 +38,8 @@ MODELS = {
     "dlrm": dlrm.DLRM,
     "din": din.DIN,
     "bst": bst.BST,
+    "dssm": dssm.DSSM,
+    "sasrec": sasrec.SASRec,
 }
 
 TINY = {
@@ -53,4 +57,6 @@ TINY = {
     "dlrm": dlrm.tiny,
     "din": din.tiny,
     "bst": bst.tiny,
+    "dssm": dssm.tiny,
+    "sasrec": sasrec.tiny,
 }
