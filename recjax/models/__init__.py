@@ -14,12 +14,16 @@ from recjax.models import din
 from recjax.models import deepfm
 from recjax.models import dlrm
 from recjax.models import dssm
+from recjax.models import esmm
 from recjax.models import dnn
 from recjax.models import fibinet
 from recjax.models import fm
 from recjax.models import lr
 from recjax.models import masknet
+from recjax.models import mmoe
+from recjax.models import ple
 from recjax.models import sasrec
+from recjax.models import shared_bottom
 from recjax.models import wide_deep
 from recjax.models import xdeepfm
 
@@ -40,6 +44,10 @@ MODELS = {
     "bst": bst.BST,
     "dssm": dssm.DSSM,
     "sasrec": sasrec.SASRec,
+    "shared_bottom": shared_bottom.SharedBottom,
+    "mmoe": mmoe.MMoE,
+    "ple": ple.PLE,
+    "esmm": esmm.ESMM,
 }
 
 TINY = {
@@ -59,4 +67,8 @@ TINY = {
     "bst": bst.tiny,
     "dssm": dssm.tiny,
     "sasrec": sasrec.tiny,
+    "shared_bottom": shared_bottom.tiny,
+    "mmoe": mmoe.tiny,
+    "ple": ple.tiny,
+    "esmm": esmm.tiny,
 }
