@@ -36,17 +36,6 @@ def non_finite(columns: dict, numeric) -> list:
   return problems
 
 
-def labels(label, columns: dict) -> list:
-  """Numeric labels other than 0 and 1 (string labels compare with `label.positive`)."""
-  if label.positive:
-    return []
-  values = columns[label.column]
-  mask = ~((values == 0) | (values == 1) | np.isnan(values))    # NaN is nan_or_inf's
-  return _problem("bad_label", mask, lambda row: (
-      f"label {label.column!r} is {readers.show(values[row])}; numeric labels must be 0 or 1 "
-      "(or set label.positive for string labels)"))
-
-
 def identity_ids(features, columns: dict) -> list:
   """Ids of identity features (those with `num_buckets` that raise on a bad id) that are not
   integers in [0, num_buckets): found here so that `skip` can drop the rows."""

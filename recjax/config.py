@@ -23,6 +23,7 @@ from recjax import features as features_lib
 from recjax import optim
 from recjax import sparse_optim
 from recjax import synthetic
+from recjax import tasks as tasks_lib
 from recjax.errors import ConfigError
 from recjax.models import MODELS
 
@@ -41,6 +42,9 @@ class DataSpec:
   synthetic: Any = None             # format "synthetic": rows, eval_rows, seed, columns, ...
   bad_rows: str = "error"           # error | skip (counted, up to max_bad_fraction)
   max_bad_fraction: float = 0.001   # with skip: a larger share of bad rows stops the run
+  sample_weight: str = ""           # a numeric column weighting each row's loss
+  eval_fraction: float = 0.0        # > 0: this seeded random share of the train rows is the
+  split_seed: int = 0               #   eval split (data.eval left empty), the rest trains
 
   def __post_init__(self):
     formats = ("csv", "parquet", "tfrecord", "synthetic")
@@ -50,6 +54,11 @@ class DataSpec:
       raise ConfigError(f"data.bad_rows: {self.bad_rows!r} is not one of error, skip")
     if not 0 <= self.max_bad_fraction <= 1:
       raise ConfigError(f"data.max_bad_fraction: {self.max_bad_fraction} is not in [0, 1]")
+    if not 0 <= self.eval_fraction < 1:
+      raise ConfigError(f"data.eval_fraction: {self.eval_fraction} is not in [0, 1)")
+    if self.eval_fraction and self.eval:
+      raise ConfigError("data.eval_fraction: set either data.eval or data.eval_fraction "
+                        "(a share of the train rows)")
     if len(self.quote_char) > 1:
       raise ConfigError(f"data.quote_char: {self.quote_char!r} is not one character or empty")
     if self.format != "synthetic":
@@ -91,25 +100,21 @@ class TrainSpec:
   keep_checkpoints: int = 2
   progress_bar: bool = True
   eval_every: int = 0               # steps between evaluations; 0: only at the end
-  early_stop_metric: str = "auc"    # an evaluation metric: auc, accuracy (up), log_loss (down)
+  early_stop_metric: str = "auc"    # an evaluation metric (`<task>/<metric>` with several
+                                    # tasks): auc, gauc, accuracy, hr@k, ... up; log_loss,
+                                    # rmse, mae down
   patience: int = 0                 # evaluations without improvement that stop; 0: never
   min_delta: float = 0.0            # the least change that counts as an improvement
   init_from: str = ""               # warm start from this workdir's last checkpoint
   init_optimizer: bool = False      # with init_from: also its optimizer state (dense, sparse)
 
   def __post_init__(self):
-    if self.early_stop_metric not in EARLY_STOP_METRICS:
-      raise ConfigError(f"train.early_stop_metric: {self.early_stop_metric!r} is not one of "
-                        f"{', '.join(EARLY_STOP_METRICS)}")
+    tasks_lib.larger_is_better(self.early_stop_metric)    # raises on an unknown metric
     for name in ("eval_every", "patience"):
       if getattr(self, name) < 0:
         raise ConfigError(f"train.{name}: {getattr(self, name)} is negative")
     if self.min_delta < 0:
       raise ConfigError(f"train.min_delta: {self.min_delta} is negative")
-
-
-# Early-stopping metrics and whether larger is better.
-EARLY_STOP_METRICS = {"auc": True, "accuracy": True, "log_loss": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +125,8 @@ class ExportSpec:
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   data: DataSpec
-  label: LabelSpec
+  label: LabelSpec | None           # the single-task shorthand (None with a tasks section)
+  tasks: tuple[tasks_lib.TaskSpec, ...]
   features: tuple[features_lib.Feature, ...]
   groups: tuple[features_lib.Group, ...]
   model_name: str
@@ -171,6 +177,8 @@ def _schema(config: ml_collections.ConfigDict, keys: list[str]):
       return None
   if len(path) == 2 and path[0] == "groups":
     return features_lib.Group
+  if len(path) == 2 and path[0] == "tasks":
+    return tasks_lib.TaskSpec
   if len(path) == 2 and path[0] == "features" and path[1] in config.features:
     return features_lib.KINDS.get(config.features[path[1]].get("kind"))
   return None
@@ -278,7 +286,8 @@ def build(cls, values, key: str, **fixed):
 def model_class(name):
   """The Flax module class that `model.name` names: a key of `models.MODELS`, or
   "package.module:Class" for a model defined outside recjax (imported here; it needs a
-  `task` field, like the built-in models)."""
+  `task` field naming its output, or a `tasks` field naming several, like the built-in
+  models)."""
   if isinstance(name, str) and name in MODELS:
     return MODELS[name]
   if not isinstance(name, str) or ":" not in name:
@@ -292,12 +301,31 @@ def model_class(name):
   cls = getattr(module, attr, None)
   if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
     raise ConfigError(f"model.name: {module_name} has no Flax module class {attr!r}")
-  if "task" not in {f.name for f in dataclasses.fields(cls)}:
-    raise ConfigError(f"model.name: {name} has no `task` field (the logits key to train)")
+  if not {"task", "tasks"} & {f.name for f in dataclasses.fields(cls)}:
+    raise ConfigError(f"model.name: {name} has no `task` or `tasks` field (its outputs)")
   return cls
 
 
-_SECTIONS = ("data", "label", "features", "groups", "model", "train", "optimizer", "export")
+_SECTIONS = ("data", "label", "tasks", "features", "groups", "model", "train", "optimizer",
+             "export")
+
+
+def _tasks(config, model) -> tuple[LabelSpec | None, tuple[tasks_lib.TaskSpec, ...]]:
+  """The tasks section, or the one binary task of `label` named by the model's `task`."""
+  if "tasks" in config:
+    if "label" in config:
+      raise ConfigError("config.label: give either label (one task) or a tasks section")
+    if not config.tasks:
+      raise ConfigError("config.tasks: no task given")
+    return None, tuple(build(tasks_lib.TaskSpec, spec, f"tasks.{name}", name=name)
+                       for name, spec in config.tasks.items())
+  if "label" not in config:
+    raise ConfigError("config.label: required section is missing (or give a tasks section)")
+  label = build(LabelSpec, config.label, "label")
+  if not isinstance(getattr(model, "task", None), str):
+    raise ConfigError(f"config.tasks: model {type(model).__name__} has several outputs; "
+                      "name its tasks in a tasks section")
+  return label, (tasks_lib.TaskSpec(model.task, label.column, label.positive),)
 
 
 def experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -305,7 +333,7 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
   for name in config.keys():
     if name not in _SECTIONS:
       raise ConfigError(f"config.{name}: no such section; {_nearest(name, _SECTIONS)}")
-  for name in ("data", "label", "features", "groups", "model"):
+  for name in ("data", "features", "groups", "model"):
     if name not in config:
       raise ConfigError(f"config.{name}: required section is missing")
   features = tuple(features_lib.build_feature(name, dict(spec), f"features.{name}", build)
@@ -321,14 +349,24 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
   if unknown:
     name = sorted(unknown)[0]
     raise ConfigError(f"optimizer.{name}: no such key; {_nearest(name, ('dense', 'sparse'))}")
+  model = build(model_cls, model_values, "model")
+  label, tasks = _tasks(config, model)
+  train = build(TrainSpec, config.get("train"), "train")
+  prefix, _, _ = train.early_stop_metric.rpartition("/")
+  names = [t.name for t in tasks]
+  if (prefix or len(tasks) > 1) and prefix not in names:
+    raise ConfigError(f"train.early_stop_metric: {train.early_stop_metric!r} names no task; "
+                      + (f"use <task>/<metric> with a task of {', '.join(names)}"
+                         if len(tasks) > 1 else "give the metric alone"))
   return Experiment(
       data=build(DataSpec, config.data, "data"),
-      label=build(LabelSpec, config.label, "label"),
+      label=label,
+      tasks=tasks,
       features=features,
       groups=groups,
       model_name=model_name,
-      model=build(model_cls, model_values, "model"),
-      train=build(TrainSpec, config.get("train"), "train"),
+      model=model,
+      train=train,
       dense_optimizer=build(optim.DenseOptimizer, optimizer.get("dense"), "optimizer.dense"),
       sparse_optimizer=build(sparse_optim.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
       export=build(ExportSpec, config.get("export"), "export"),

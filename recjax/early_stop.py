@@ -7,7 +7,7 @@ are the same whether or not the run was interrupted.
 
 import dataclasses
 
-from recjax.config import EARLY_STOP_METRICS
+from recjax import tasks
 
 
 @dataclasses.dataclass
@@ -22,7 +22,7 @@ class Tracker:
   def update(self, step: int, metrics: dict) -> bool:
     """Records one evaluation; True when it is the new best."""
     value = float(metrics[self.metric])
-    sign = 1.0 if EARLY_STOP_METRICS[self.metric] else -1.0
+    sign = 1.0 if tasks.larger_is_better(self.metric) else -1.0
     if self.best_value is None or sign * (value - self.best_value) > self.min_delta:
       self.best_step, self.best_value, self.since_best = step, value, 0
       return True

@@ -1,4 +1,4 @@
-"""Export to a TF SavedModel that takes raw columns and returns probabilities.
+"""Export to a TF SavedModel that takes raw columns and returns every task's prediction.
 
 The signature has one named input per raw column the features read (float32 for the columns
 they read as numbers, strings for the others; any batch size). Inside, the TF
@@ -18,9 +18,19 @@ from jax.experimental import jax2tf
 
 from recjax import embedding
 from recjax import features as features_lib
+from recjax import tasks
 
 SIGNATURE = "serving_default"
-OUTPUT = "probability"
+OUTPUT = "probability"      # the output of a single binary task
+
+
+def output_names(experiment) -> dict[str, str]:
+  """Task -> signature output: `probability` (or `prediction` for another kind) for a
+  single task, the task's name for several."""
+  if len(experiment.tasks) == 1:
+    task = experiment.tasks[0]
+    return {task.name: OUTPUT if task.kind.binary else "prediction"}
+  return {task.name: task.name for task in experiment.tasks}
 
 
 def serving_inputs(experiment) -> dict[str, tf.TensorSpec]:
@@ -63,7 +73,8 @@ def _embedded_keys(plans):
 
 
 class ServingModule(tf.Module):
-  """Raw columns -> TF feature transforms -> table lookup -> jax2tf dense tower -> sigmoid."""
+  """Raw columns -> TF feature transforms -> table lookup -> jax2tf dense tower -> each task's
+  prediction (a sigmoid for binary tasks)."""
 
   def __init__(self, experiment, state):
     super().__init__()
@@ -72,10 +83,11 @@ class ServingModule(tf.Module):
     to_variable = lambda x: tf.Variable(np.asarray(x), trainable=False)
     self.tables = jax.tree.map(to_variable, jax.device_get(state.tables))
     self.params = jax.tree.map(to_variable, jax.device_get(state.params))
-    model, task = experiment.model, experiment.model.task
+    model, tasks_ = experiment.model, experiment.tasks
+    self._outputs = output_names(experiment)
 
     def tower(params, embedded, dense):
-      return jax.nn.sigmoid(model.apply({"params": params}, embedded, dense)[task])
+      return tasks.predictions(tasks_, model.apply({"params": params}, embedded, dense))
 
     self._tower = jax2tf.convert(
         tower, with_gradient=False,
@@ -87,7 +99,8 @@ class ServingModule(tf.Module):
   def _serve(self, columns):
     batch = self.transform(columns)
     embedded = _tf_lookup(self.tables, self._plans, batch["ids"], batch["weights"])
-    return {OUTPUT: self._tower(self.params, embedded, batch["dense"])}
+    predictions = self._tower(self.params, embedded, batch["dense"])
+    return {self._outputs[name]: value for name, value in predictions.items()}
 
 
 def export(experiment, state, directory) -> pathlib.Path:

@@ -24,16 +24,19 @@ import numpy as np
 from recjax import bad_rows as bad_rows_lib
 from recjax import features as features_lib
 from recjax import readers
+from recjax import tasks as tasks_lib
 from recjax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """A transformed split in memory: ids/weights {feature: [N, L]}, dense [N, D], label [N];
-  `bad_rows` counts the rows skipped by reason."""
+  """A transformed split in memory: ids/weights {feature: [N, L]}, dense [N, D], and per
+  task labels, label_masks (0: missing) and loss_weights {task: [N]}; `bad_rows` counts the
+  rows skipped by reason."""
   arrays: dict
   files: tuple[str, ...]
   bad_rows: dict = dataclasses.field(default_factory=dict)
+  groups: dict = dataclasses.field(default_factory=dict)   # {column: int64 codes [N]} for GAUC
 
   @property
   def rows(self) -> int:
@@ -56,7 +59,8 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
   columns = read.columns
   problems = read.problems + bad_rows_lib.non_finite(columns, numeric)
   if with_labels:
-    problems += bad_rows_lib.labels(experiment.label, columns)
+    parsed = {t.name: tasks_lib.labels(t, columns) for t in experiment.tasks}
+    problems += [p for _, _, found in parsed.values() for p in found]
   if experiment.data.bad_rows == "skip":   # otherwise the identity feature names the row itself
     problems += bad_rows_lib.identity_ids(experiment.features, columns)
   keep = tally.keep(read, problems)
@@ -66,13 +70,36 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
     if not len(kept):
       return None
     columns = {name: values[kept] for name, values in columns.items()}
+    parsed = {name: tuple(a[kept] for a in arrays[:2]) for name, arrays in parsed.items()
+              } if with_labels else {}
     where = lambda row: read.where(int(kept[row]))
   arrays = features_lib.transform(experiment.features, columns, where)
   if with_labels:
-    values = columns[experiment.label.column]
-    arrays["label"] = (np.isin(values, experiment.label.positive) if experiment.label.positive
-                       else values).astype(np.float32)
+    sample_weight = (columns[experiment.data.sample_weight] if experiment.data.sample_weight
+                     else None)
+    arrays["labels"] = {name: label for name, (label, *_) in parsed.items()}
+    arrays["label_masks"] = {name: mask for name, (_, mask, *_) in parsed.items()}
+    arrays["loss_weights"] = {
+        t.name: tasks_lib.loss_weights(t, *parsed[t.name][:2], columns, sample_weight)
+        for t in experiment.tasks}
+    arrays[_GROUPS] = {c: np.asarray(columns[c]).astype(str) for c in _group_columns(experiment)}
   return arrays
+
+
+_GROUPS = "_groups"     # raw grouping values of a part, coded once the parts are joined
+
+
+def _group_columns(experiment) -> list[str]:
+  return list(dict.fromkeys(t.group_by for t in experiment.tasks if t.group_by))
+
+
+def _holdout(data, split: str, rows: int) -> np.ndarray | slice:
+  """The rows of `split` when `data.eval_fraction` holds a seeded share of the train rows
+  out as the eval split (the rest trains); all rows otherwise."""
+  if not data.eval_fraction:
+    return slice(None)
+  held_out = np.random.default_rng(data.split_seed).random(rows) < data.eval_fraction
+  return np.flatnonzero(held_out if split == "eval" else ~held_out)
 
 
 def load_split(experiment, split: str, *, with_labels: bool = True,
@@ -80,20 +107,24 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   """Reads and transforms every source of `data.<split>`. With several processes, each
   reads its share of the files, or of the rows when there are fewer files than processes."""
   data = experiment.data
-  patterns = getattr(data, split)
+  held_out = split == "eval" and data.eval_fraction > 0
+  patterns = data.train if held_out else getattr(data, split)
   if not patterns:
     raise DataError(f"data.{split}: no files configured")
   files = (list(patterns) if data.format == "synthetic"
            else resolve_files(patterns, f"data.{split}"))
-  by_file = process_count > 1 and len(files) >= process_count
+  by_file = process_count > 1 and len(files) >= process_count and not data.eval_fraction
   if by_file:
     files = files[process_index::process_count]
   numeric = {c for f in experiment.features for c in f.numeric_columns}
-  if with_labels and not experiment.label.positive:
-    numeric.add(experiment.label.column)
+  task_columns = []
+  if with_labels:
+    numeric |= {t.label for t in experiment.tasks if t.numeric_label}
+    numeric |= {t.upsample_column for t in experiment.tasks if t.upsample_column}
+    numeric |= {data.sample_weight} - {""}
+    task_columns = [c for t in experiment.tasks for c in t.columns] + [data.sample_weight]
   needed = list(dict.fromkeys(
-      [c for f in experiment.features for c in f.columns]
-      + ([experiment.label.column] if with_labels else [])))
+      [c for f in experiment.features for c in f.columns] + [c for c in task_columns if c]))
   tally = bad_rows_lib.Tally(data.bad_rows, data.max_bad_fraction)
   parts = [_transform(experiment, readers.read(path, data, needed, numeric), numeric,
                       with_labels, tally) for path in files]
@@ -101,9 +132,12 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   parts = [p for p in parts if p is not None]
   if not parts:
     raise DataError(f"data.{split}: no rows in {', '.join(files)}")
+  arrays = jax.tree.map(lambda *p: np.concatenate(p), *parts)
+  rows = _holdout(data, split, len(arrays["dense"]))
   step = 1 if by_file else process_count
-  arrays = jax.tree.map(lambda *p: np.concatenate(p)[process_index % step::step], *parts)
-  return Split(arrays, tuple(files), tally.summary)
+  arrays = jax.tree.map(lambda v: v[rows][process_index % step::step], arrays)
+  groups = {c: tasks_lib.group_codes(v) for c, v in arrays.pop(_GROUPS, {}).items()}
+  return Split(arrays, tuple(files), tally.summary, groups)
 
 
 class _TrainBatches:

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is first imported
 
 from recjax import config as config_lib                  # noqa: E402
@@ -93,11 +95,17 @@ def run(argv) -> dict:
     return {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)
-  probabilities = train.predict(experiment, state, split, mesh)
+  from recjax import export
+  predictions = train.predict(experiment, state, split, mesh)
+  names = export.output_names(experiment)
+  columns = [np.asarray(predictions[task]).reshape(split.rows, -1) for task in names]
+  header = [name if c.shape[1] == 1 else f"{name}_{j}"
+            for name, c in zip(names.values(), columns) for j in range(c.shape[1])]
+  table = np.concatenate(columns, 1)
   with open(args.output, "w") as f:
-    f.write("probability\n")
-    f.writelines(f"{p:.9g}\n" for p in probabilities)
-  return {"step": int(state.step), "rows": int(len(probabilities)), "output": args.output}
+    f.write(",".join(header) + "\n")
+    f.writelines(",".join(f"{v:.9g}" for v in row) + "\n" for row in table)
+  return {"step": int(state.step), "rows": int(split.rows), "output": args.output}
 
 
 def main(argv=None) -> None:

@@ -11,6 +11,7 @@ a NaN or infinite loss stops it before any later state is saved; evaluations eve
 `best_checkpoint/` and exported to `export/best` beside the final `export/latest`.
 """
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -31,10 +32,9 @@ from recjax import early_stop
 from recjax import embedding
 from recjax import features as features_lib
 from recjax import input as input_lib
-from recjax import losses
-from recjax import metrics as metrics_lib
 from recjax import seen_ids
 from recjax import sharding
+from recjax import tasks as tasks_lib
 from recjax.errors import RecjaxError
 
 
@@ -56,7 +56,7 @@ def _dummy_batch(experiment, batch_size: int) -> dict:
 
 
 def forward(experiment, params, tables, batch, mesh=None) -> dict:
-  """Logits per task: table lookup, then the model's pure apply."""
+  """The model's outputs (logits per task, ...): table lookup, then the model's pure apply."""
   _, plans = embedding.plan(experiment.features, experiment.groups)
   embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"], mesh)
   return experiment.model.apply({"params": params}, embedded, batch["dense"])
@@ -69,6 +69,8 @@ def init_state(experiment, rng) -> TrainState:
   batch = _dummy_batch(experiment, 2)
   embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"])
   params = experiment.model.init(model_rng, embedded, batch["dense"])["params"]
+  tasks_lib.check_outputs(experiment.tasks, jax.eval_shape(
+      lambda: experiment.model.apply({"params": params}, embedded, batch["dense"])))
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_state=experiment.dense_optimizer.build().init(params),
@@ -80,18 +82,16 @@ def make_train_step(experiment, mesh=None):
   through all_to_all."""
   _, plans = embedding.plan(experiment.features, experiment.groups)
   tx = experiment.dense_optimizer.build()
-  task = experiment.model.task
 
   def train_step(state: TrainState, batch: dict):
     embedded = embedding.lookup(state.tables, plans, batch["ids"], batch["weights"], mesh)
-    mask = jnp.ones_like(batch["label"])
 
     def loss_fn(params, embedded):
-      logits = experiment.model.apply({"params": params}, embedded, batch["dense"])[task]
-      return losses.binary_cross_entropy(logits, batch["label"], mask)
+      outputs = experiment.model.apply({"params": params}, embedded, batch["dense"])
+      return tasks_lib.total_loss(experiment.tasks, outputs, batch)
 
-    loss, (param_grads, embedding_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
-        state.params, embedded)
+    (loss, task_losses), (param_grads, embedding_grads) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(state.params, embedded)
     updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     tables, slots = embedding.apply_gradients(
@@ -100,6 +100,8 @@ def make_train_step(experiment, mesh=None):
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            tables=tables, slots=slots)
     metrics = {"loss": loss}
+    if len(experiment.tasks) > 1:
+      metrics["task_loss"] = task_losses
     if mesh is not None:
       metrics["embedding_overflow"] = embedding.overflow(state.tables, plans, batch["ids"], mesh)
     return new_state, metrics
@@ -108,9 +110,10 @@ def make_train_step(experiment, mesh=None):
 
 
 def make_predict_step(experiment, mesh=None):
+  """(state, batch) -> {task: served prediction [B]} (probabilities for binary tasks)."""
   def predict_step(state: TrainState, batch: dict):
-    logits = forward(experiment, state.params, state.tables, batch, mesh)
-    return jax.nn.sigmoid(logits[experiment.model.task])
+    outputs = forward(experiment, state.params, state.tables, batch, mesh)
+    return tasks_lib.predictions(experiment.tasks, outputs)
   return predict_step
 
 
@@ -121,24 +124,30 @@ def _local_share(batch: dict) -> dict:
   return jax.tree.map(lambda v: v[start:start + size], batch)
 
 
-def predict(experiment, state, split, mesh) -> np.ndarray:
-  """Probabilities for every row of `split`, in order (every process reads every row, feeds
-  its share of each batch and receives all the probabilities)."""
+_LABEL_KEYS = ("labels", "label_masks", "loss_weights")
+
+
+def predict(experiment, state, split, mesh) -> dict[str, np.ndarray]:
+  """{task: prediction} for every row of `split`, in order (every process reads every row,
+  feeds its share of each batch and receives all the predictions)."""
   batch_size = experiment.train.eval_batch_size
   step = jax.jit(make_predict_step(experiment, mesh), out_shardings=sharding.replicated(mesh))
+  inputs = {k: v for k, v in split.arrays.items() if k not in _LABEL_KEYS}
   out = []
-  for batch in input_lib.eval_batches(split, batch_size):
-    mask = batch.pop("mask")
-    batch.pop("label", None)
-    local = _local_share(batch | {"mask": mask})
+  for batch in input_lib.eval_batches(dataclasses.replace(split, arrays=inputs), batch_size):
+    mask = batch["mask"]
+    local = _local_share(batch)
     local.pop("mask")
-    probs = step(state, sharding.to_global(local, sharding.batch_sharding(mesh)))
-    out.append(np.asarray(probs)[mask > 0])
-  return np.concatenate(out)
+    predictions = step(state, sharding.to_global(local, sharding.batch_sharding(mesh)))
+    out.append(jax.tree.map(lambda p: np.asarray(p)[mask > 0], predictions))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *out)
 
 
 def evaluate(experiment, state, split, mesh) -> dict:
-  return metrics_lib.binary_metrics(split.arrays["label"], predict(experiment, state, split, mesh))
+  """Every task's metrics over the rows that have its label."""
+  return tasks_lib.evaluate(experiment.tasks, split.arrays["labels"],
+                            split.arrays["label_masks"], predict(experiment, state, split, mesh),
+                            split.groups)
 
 
 def state_shardings(experiment, mesh, shapes):
@@ -337,14 +346,15 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   progress = tqdm.tqdm(total=steps, initial=start, unit="step",
                        disable=not (cfg.progress_bar and chief),
                        mininterval=1.0, dynamic_ncols=True)
-  losses_since_log, overflows, timed_steps, timer = [], [], 0, None
+  losses_since_log, task_losses, overflows, timed_steps, timer = [], [], [], 0, None
   unchecked, first_unchecked = [], start + 1
-  total_overflow, loss = {g.name: 0 for g in experiment.groups}, None
+  total_overflow, loss, task_loss = {g.name: 0 for g in experiment.groups}, None, {}
   final = start
   for step in (range(start, steps) if not tracker.stop else ()):
     batch = sharding.to_global(next(data), batch_sharding)
     state, step_metrics = train_step(state, batch)
     losses_since_log.append(step_metrics["loss"])
+    task_losses.append(step_metrics.get("task_loss", {}))
     unchecked.append(step_metrics["loss"])
     overflows.append(step_metrics["embedding_overflow"])
     if timer is None:               # the first step compiles: time from the second on
@@ -363,6 +373,9 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
       unchecked, first_unchecked = [], done + 1
     if log_due:
       loss = float(np.mean(jax.device_get(losses_since_log)))
+      task_loss = {name: float(np.mean(values)) for name, values in jax.tree.map(
+          lambda *v: np.asarray(v), *jax.device_get(task_losses)).items()}
+      task_losses = []
       overflow = {g: int(np.sum([o[g] for o in jax.device_get(overflows)])) for g in total_overflow}
       losses_since_log, overflows = [], []
       total_overflow = {g: total_overflow[g] + overflow[g] for g in total_overflow}
@@ -372,6 +385,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
       progress.set_postfix(loss=f"{loss:.4f}", examples_per_s=f"{rate:,.0f}")
       with writer.as_default(step=done):
         tf.summary.scalar("train/loss", loss)
+        for name, value in task_loss.items():
+          tf.summary.scalar(f"train/loss/{name}", value)
         tf.summary.scalar("train/examples_per_s", rate)
         for group, count in overflow.items():
           tf.summary.scalar(f"train/embedding_overflow/{group}", count)
@@ -392,6 +407,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   checkpointer.close()
 
   summary = {"steps": final, "resumed_from": resumed_from, "loss": loss,
+             **({"task_loss": task_loss} if len(experiment.tasks) > 1 and loss is not None
+                else {}),
              "examples_per_s": examples_per_s,
              "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
              "embedding_overflow": sum(total_overflow.values()),

@@ -39,7 +39,7 @@ def _write(path, text):
 
 def test_csv_rows_become_ids_dense_and_labels(tmp_path):
   split = input_lib.load_split(_experiment(_write(tmp_path / "t.csv", ROWS)), "train")
-  np.testing.assert_array_equal(split.arrays["label"], [1, 0, 1, 0])
+  np.testing.assert_array_equal(split.arrays["labels"]["label"], [1, 0, 1, 0])
   np.testing.assert_allclose(split.arrays["dense"], [[-0.5, 2.5], [0.5, -1], [1, 0], [1.5, 7]])
   # column order of ids: declaration order of id features (sorted config keys): b, c_bucket
   ids = split.arrays["ids"]
@@ -75,7 +75,7 @@ BAD_ROWS = [   # (rows with one bad row, its reason, the error naming it, the ba
      r"t.csv:3: column 'c' holds nan, which is not a finite number", 1),
     (ROWS.replace("4,z,0,1", "\n4,z,-inf,1"), "nan_or_inf", r"t.csv:5: column 'c' holds -inf", 2),
     (ROWS.replace("3,y,-1,0", "3,y,-1,2"), "bad_label",
-     r"t.csv:3: label 'label' is 2.0; numeric labels must be 0 or 1", 1),
+     r"t.csv:3: label 'label' is 2.0; task 'label' is binary: numeric labels must be 0 or 1", 1),
 ]
 
 
@@ -96,7 +96,7 @@ def test_bad_rows_are_counted_and_skipped_up_to_the_maximum_share(tmp_path, text
   path = _write(tmp_path / "t.csv", text)
   split = input_lib.load_split(_experiment(path, bad_rows="skip", max_bad_fraction=0.25), "train")
   assert split.bad_rows == {reason: 1} and split.rows == 3
-  np.testing.assert_array_equal(split.arrays["label"], np.delete([1, 0, 1, 0], row))
+  np.testing.assert_array_equal(split.arrays["labels"]["label"], np.delete([1, 0, 1, 0], row))
   np.testing.assert_array_equal(split.arrays["ids"]["b"][:, 0], np.delete([0, 1, 2, 0], row))
   with pytest.raises(DataError, match=_match(
       f"data.train: 1 of 4 rows are bad (1 {reason}), more than data.max_bad_fraction=0.2; "
@@ -217,7 +217,7 @@ def test_processes_share_files_or_rows(tmp_path):
   assert shares[0].files == (str(paths[0]), str(paths[2])) and shares[1].files == (str(paths[1]),)
   assert [s.rows for s in shares] == [8, 4]
   single = _experiment(paths[0])
-  halves = [input_lib.load_split(single, "train", process_index=i, process_count=2).arrays["label"]
+  halves = [input_lib.load_split(single, "train", process_index=i, process_count=2).arrays["labels"]["label"]
             for i in range(2)]
   np.testing.assert_array_equal(np.concatenate(halves), [1, 1, 0, 0])      # rows 0, 2 | 1, 3
 

@@ -92,7 +92,7 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
           else tf.constant(table[c].cast(pa.string()).to_pylist(), tf.string)
           for c, s in export.serving_inputs(exp).items()}
   from recjax import input as input_lib
-  jax_best = train.predict(exp, best_state, input_lib.load_split(exp, "eval"), mesh)
+  jax_best = train.predict(exp, best_state, input_lib.load_split(exp, "eval"), mesh)["label"]
   served = {}
   for name in ("best", "latest"):
     serve = tf.saved_model.load(str(tmp_path / "export" / name)).signatures[export.SIGNATURE]

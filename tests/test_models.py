@@ -327,7 +327,8 @@ def test_model_trains_evaluates_and_exports_from_its_tiny_preset(name, tiny_adul
   mesh = sharding.make_mesh()
   state = train.restore_state(experiment, tmp_path, mesh)
   assert int(state.step) == 3
-  jax_probs = train.predict(experiment, state, input_lib.load_split(experiment, "eval"), mesh)
+  jax_probs = train.predict(experiment, state, input_lib.load_split(experiment, "eval"), mesh)[
+      experiment.tasks[0].name]
   serve = tf.saved_model.load(summary["saved_model"]).signatures[export.SIGNATURE]
   tf_probs = serve(**_raw_columns(experiment, tiny_adult["adult.test.gz"]))[export.OUTPUT].numpy()
   assert tf_probs.shape == jax_probs.shape == (200,)
@@ -348,7 +349,7 @@ def test_config_names_an_external_model_by_import_path():
 @pytest.mark.parametrize("name, message", [
     ("no_such_pkg.models:Net", "model.name: cannot import 'no_such_pkg.models'"),
     ("recjax.layers:Nothing", "model.name: recjax.layers has no Flax module class 'Nothing'"),
-    ("recjax.layers:MLP", "model.name: recjax.layers:MLP has no `task` field"),
+    ("recjax.layers:MLP", "model.name: recjax.layers:MLP has no `task` or `tasks` field"),
     ("dcnv3", "model.name: 'dcnv3' is not a model; did you mean 'dcnv2'"),
 ])
 def test_bad_model_names_are_config_errors(name, message):

@@ -1,0 +1,244 @@
+"""Tasks: what a model is trained to predict, with which loss, and how it is evaluated.
+
+A config names its tasks (`tasks.<name>`: label column, loss kind, weight, missing-label
+policy, GAUC grouping, upsampling rule) or, for the common single-task case, gives only
+`label` and the model's `task` names the one binary task. Everything that differs between
+kinds of task lives in one `Kind` here: the per-example loss, the served prediction and the
+metrics; the train loop only sums `weight x weighted mean of the loss` over tasks.
+
+Labels are parsed here too, so that a missing label can mask one task of a row (multi-task
+data often has labels only for some tasks) while a malformed one is a bad row by policy.
+"""
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recjax import losses
+from recjax import metrics as metrics_lib
+from recjax import readers
+from recjax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """One kind of task. `loss(output, labels)` -> per-example losses [B]; `predict(output)` ->
+  what serving returns; `metrics(labels, predictions, groups)` -> {name: value} on host
+  arrays of a whole split; `binary`: labels must be 0/1."""
+  loss: Callable
+  predict: Callable
+  metrics: Callable
+  binary: bool = False
+  needs_label: bool = True
+
+
+def _binary_metrics(labels, probabilities, groups=None) -> dict:
+  out = metrics_lib.binary_metrics(labels, probabilities)
+  if groups is not None:
+    out["gauc"], out["gauc_groups"] = metrics_lib.gauc(labels, probabilities, groups)
+  return out
+
+
+def _regression_metrics(labels, predictions, groups=None) -> dict:
+  return metrics_lib.regression_metrics(labels, predictions)
+
+
+def _ranking_metrics(labels, scores, groups=None) -> dict:
+  return metrics_lib.ranking_metrics(scores)
+
+
+def _identity(x):
+  return x
+
+
+KINDS: dict[str, Kind] = {
+    # a [B] logit against a 0/1 label
+    "binary": Kind(losses.sigmoid_cross_entropy, jax.nn.sigmoid, _binary_metrics, binary=True),
+    # a [B] prediction against a real label (ratings, watch time)
+    "mse": Kind(losses.squared_error, _identity, _regression_metrics),
+    # [B, C] scores of candidates whose column 0 is the positive: listwise and pairwise
+    "softmax": Kind(lambda scores, _: losses.softmax_cross_entropy(
+        scores, jnp.zeros(scores.shape[:1], jnp.int32)), _identity, _ranking_metrics,
+        needs_label=False),
+    "bpr": Kind(lambda scores, _: losses.bpr(scores), _identity, _ranking_metrics,
+                needs_label=False),
+}
+
+# Metrics where larger is better; the others (log_loss, rmse, mae) are better smaller.
+LARGER_IS_BETTER = ("auc", "gauc", "accuracy", "hr", "ndcg", "recall")
+SMALLER_IS_BETTER = ("log_loss", "rmse", "mae")
+
+
+def larger_is_better(metric: str) -> bool:
+  """Direction of an evaluation metric, `auc` or `<task>/ndcg@10`; unknown names raise."""
+  base = metric.rsplit("/", 1)[-1].split("@")[0]
+  if base in LARGER_IS_BETTER:
+    return True
+  if base in SMALLER_IS_BETTER:
+    return False
+  raise ConfigError(f"train.early_stop_metric: {metric!r} is not one of "
+                    f"{', '.join(LARGER_IS_BETTER + SMALLER_IS_BETTER)} (or <task>/<metric>)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """One task of the `tasks` section (its key is `name`)."""
+  name: str
+  label: str = ""                   # the label column ("" for kinds that need none)
+  positive: tuple[str, ...] = ()    # string labels equal to one of these are 1, others 0
+  loss: str = "binary"              # a key of KINDS
+  weight: float = 1.0               # this task's share of the total loss
+  output: str = ""                  # the model output it reads (default: the task's name)
+  missing: str = "error"            # error | mask: an empty label masks this task of the row
+  group_by: str = ""                # a column whose values group rows for GAUC
+  upsample_column: str = ""         # upsampling rule: positive rows whose column is above
+  upsample_above: float = 0.0       #   upsample_above count upsample_factor times
+  upsample_factor: float = 1.0
+
+  def __post_init__(self):
+    key = f"tasks.{self.name}"
+    if self.loss not in KINDS:
+      raise ConfigError(f"{key}.loss: {self.loss!r} is not one of {', '.join(KINDS)}")
+    if self.missing not in ("error", "mask"):
+      raise ConfigError(f"{key}.missing: {self.missing!r} is not one of error, mask")
+    if self.weight < 0:
+      raise ConfigError(f"{key}.weight: {self.weight} is negative")
+    if KINDS[self.loss].needs_label and not self.label:
+      raise ConfigError(f"{key}.label: a {self.loss!r} task needs a label column")
+    if self.upsample_factor <= 0:
+      raise ConfigError(f"{key}.upsample_factor: {self.upsample_factor} is not positive")
+    if self.positive and not KINDS[self.loss].binary:
+      raise ConfigError(f"{key}.positive: only binary tasks map string labels to 0/1")
+    if not self.output:
+      object.__setattr__(self, "output", self.name)
+
+  @property
+  def kind(self) -> Kind:
+    return KINDS[self.loss]
+
+  @property
+  def columns(self) -> tuple[str, ...]:
+    """The raw columns this task reads."""
+    return tuple(c for c in (self.label, self.group_by, self.upsample_column) if c)
+
+  @property
+  def numeric_label(self) -> bool:
+    """Whether the reader parses the label column as a number (missing labels are parsed
+    here instead, so that an empty one can mask the task rather than spoil the row)."""
+    return bool(self.label) and not self.positive and self.missing == "error"
+
+
+def check_outputs(tasks, outputs: dict) -> None:
+  """Every task reads an output that the model produces."""
+  for task in tasks:
+    if task.output not in outputs:
+      raise ConfigError(f"tasks.{task.name}.output: the model has no output {task.output!r}; "
+                        f"it has {', '.join(sorted(outputs))}")
+
+
+def example_losses(task: TaskSpec, outputs: dict, batch: dict) -> jax.Array:
+  return task.kind.loss(outputs[task.output], batch["labels"].get(task.name))
+
+
+def total_loss(tasks, outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
+  """sum over tasks of weight x (mean per-example loss weighted by the rows' loss weights);
+  also the per-task means."""
+  per_task = {t.name: losses.weighted_mean(example_losses(t, outputs, batch),
+                                           batch["loss_weights"][t.name]) for t in tasks}
+  return sum(t.weight * per_task[t.name] for t in tasks), per_task
+
+
+def predictions(tasks, outputs: dict) -> dict:
+  return {t.name: t.kind.predict(outputs[t.output]) for t in tasks}
+
+
+# ---- labels on the host ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LabelProblem:
+  """A bad-row finding (the shape of `readers.Problem`)."""
+  reason: str
+  mask: np.ndarray
+  message: Callable[[int], str]
+
+
+def _parse_numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """String cells -> (float64 values, empty mask, unparsable mask)."""
+  text = pc.utf8_trim_whitespace(pa.array(values, pa.string()))
+  valid = pc.fill_null(pc.match_substring_regex(text, f"^{readers._NUMBER}$",
+                                                ignore_case=True), False).to_numpy(
+                                                    zero_copy_only=False)
+  empty = pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+  numbers = pc.if_else(pa.array(valid), text, None).cast(pa.float64()).fill_null(
+      np.nan).to_numpy()
+  return numbers, empty | (valid & np.isnan(numbers)), ~valid & ~empty
+
+
+def labels(task: TaskSpec, columns: dict) -> tuple[np.ndarray, np.ndarray, list]:
+  """(label [N] float32, mask [N] float32: 0 where missing and masked, bad-row problems)."""
+  if not task.label:
+    n = len(next(iter(columns.values())))
+    return np.zeros(n, np.float32), np.ones(n, np.float32), []
+  raw = columns[task.label]
+  problems = []
+  if task.positive:
+    values = np.isin(raw, task.positive).astype(np.float64)
+    missing = (raw == "") if task.missing == "mask" else np.zeros(len(raw), bool)
+  elif task.numeric_label:       # read as numbers; NaN/inf are the reader's bad rows
+    values, missing = raw, np.zeros(len(raw), bool)
+  else:
+    values, missing, unparsable = _parse_numbers(raw)
+    if unparsable.any():
+      problems.append(LabelProblem("bad_label", unparsable, lambda row: (
+          f"label {task.label!r} of task {task.name!r} is {readers.show(raw[row])}, which is "
+          "not a number")))
+    infinite = np.isinf(values)
+    if infinite.any():
+      problems.append(LabelProblem("nan_or_inf", infinite, lambda row: (
+          f"label {task.label!r} of task {task.name!r} is {raw[row]}, which is not finite")))
+  if task.kind.binary:
+    bad = ~missing & np.isfinite(values) & (values != 0) & (values != 1)
+    if bad.any():
+      problems.append(LabelProblem("bad_label", bad, lambda row: (
+          f"label {task.label!r} is {readers.show(raw[row])}; task {task.name!r} is binary: "
+          "numeric labels must be 0 or 1 (or set positive for string labels)")))
+  values = np.where(missing | ~np.isfinite(values), 0.0, values)
+  return values.astype(np.float32), (~missing).astype(np.float32), problems
+
+
+def loss_weights(task: TaskSpec, label: np.ndarray, mask: np.ndarray, columns: dict,
+                 sample_weight: np.ndarray | None) -> np.ndarray:
+  """Per-row loss weights: the missing-label mask x the sample weight x the upsampling
+  rule (positive rows whose `upsample_column` exceeds `upsample_above` count k times)."""
+  weights = mask.astype(np.float64)
+  if sample_weight is not None:
+    weights = weights * sample_weight
+  if task.upsample_column:
+    rule = (label > 0.5) & (np.asarray(columns[task.upsample_column], np.float64)
+                            > task.upsample_above)
+    weights = np.where(rule, weights * task.upsample_factor, weights)
+  return weights.astype(np.float32)
+
+
+def group_codes(values: np.ndarray) -> np.ndarray:
+  """Dense int64 codes of a grouping column's values (equal values, equal codes)."""
+  return np.unique(np.asarray(values).astype(str), return_inverse=True)[1].astype(np.int64)
+
+
+def evaluate(tasks, labels_: dict, masks: dict, predictions_: dict, groups: dict) -> dict:
+  """Metrics of every task over the rows that have its label: flat keys for one task,
+  `<task>/<metric>` for several."""
+  out = {}
+  for task in tasks:
+    keep = masks[task.name] > 0
+    group = groups.get(task.group_by)
+    metrics = task.kind.metrics(labels_[task.name][keep], predictions_[task.name][keep],
+                                None if group is None else group[keep])
+    prefix = "" if len(tasks) == 1 else f"{task.name}/"
+    out |= {f"{prefix}{name}": value for name, value in metrics.items()}
+  return out
