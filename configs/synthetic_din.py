@@ -66,7 +66,7 @@ def get_config(arg=None):
   config.features = features()
   config.groups = groups(model)
   config.model = MODELS[model]
-  config.train = dict(batch_size=512, epochs=1, eval_batch_size=4096, seed=0,
+  config.train = dict(batch_size=512, epochs=3, eval_batch_size=4096, seed=0,
                       log_every=100, checkpoint_every=1000)
   config.optimizer = dict(
       dense=dict(name="adam", learning_rate=1e-3),

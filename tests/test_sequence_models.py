@@ -7,7 +7,7 @@ history reading the candidate's tables through `tables_from`), evaluated, export
 reloaded SavedModel's probabilities compared with JAX's on the same raw rows.
 """
 
-import pathlib
+import csv
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,10 @@ from recjax import sharding
 from recjax import synthetic
 from recjax import train
 from recjax.models import MODELS, TINY
+from tests.conftest import ROOT
 from tests.test_models import _init_apply, _normal, nn_relu
 
-CONFIG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "synthetic_din.py")
+CONFIG = str(ROOT / "configs" / "synthetic_din.py")
 B, L, D = 4, 5, 3
 MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
                 np.float32)          # the last user has no history at all
@@ -181,3 +182,23 @@ def test_model_trains_evaluates_and_exports_from_its_tiny_preset(name, tmp_path)
   assert tf_probs.shape == jax_probs.shape == (200,)
   assert np.max(np.abs(tf_probs - jax_probs)) <= 1e-5
   assert np.all(np.isfinite(jax_probs)) and jax_probs.std() > 1e-4   # scores depend on the row
+
+
+AMAZON = (ROOT.parent / "shared" / "data" / "small_samples" /
+          "torchrechub_amazon_electronics_sample.csv")
+
+
+@pytest.mark.skipif(not AMAZON.exists(), reason=f"needs {AMAZON} (../shared/data)")
+def test_din_on_the_amazon_log_sample_trains_and_serves_its_raw_rows(tmp_path):
+  experiment = config_lib.experiment(config_lib.load(str(ROOT / "configs" / "amazon_din.py:smoke")))
+  summary = train.train_and_evaluate(experiment, tmp_path)
+  assert summary["steps"] == 10 and summary["train_rows"] == 134
+  assert summary["eval"]["examples"] == 32 and summary["eval"]["positive_rate"] == 0.5
+  state = train.restore_state(experiment, tmp_path, sharding.make_mesh())
+  jax_probs = train.predict(experiment, state, input_lib.load_split(experiment, "eval"),
+                            sharding.make_mesh())["label"]
+  with open(experiment.data.eval[0], newline="") as f:
+    rows = list(csv.DictReader(f))
+  feed = {c: tf.constant([r[c] for r in rows]) for c in export.serving_inputs(experiment)}
+  serve = tf.saved_model.load(summary["saved_model"]).signatures[export.SIGNATURE]
+  assert np.max(np.abs(serve(**feed)[export.OUTPUT].numpy() - jax_probs)) <= 1e-5
