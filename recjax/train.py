@@ -293,7 +293,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   # Every process reads every row and takes its share of each global batch (input.py).
   train_split = input_lib.load_split(experiment, "train")
   eval_split = (input_lib.load_split(experiment, "eval")
-                if run_eval and experiment.data.eval else None)
+                if run_eval and (experiment.data.eval or experiment.data.eval_fraction) else None)
   steps = cfg.steps or cfg.epochs * input_lib.batches_per_epoch(train_split, cfg.batch_size)
   data = input_lib.train_iterator(train_split, cfg.batch_size, steps, cfg.seed,
                                   process_index=jax.process_index(),
