@@ -72,8 +72,11 @@ def tower_parts(experiment, tower: str):
   return features, tuple(p for p in plans if p.name in groups), use_dense
 
 
-def _tower_step(experiment, tower: str, plans):
+def _tower_step(experiment, tower: str):
   method = getattr(type(experiment.model), tower)
+  # every group is looked up (a tower's group may read a table owned by a group of the other
+  # tower: `tables_from`); the features the tower does not read get padding ids
+  _, plans = embedding.plan(experiment.features, experiment.groups)
 
   @jax.jit
   def step(params, tables, ids, weights, dense):
@@ -85,10 +88,15 @@ def _tower_step(experiment, tower: str, plans):
 def embed(experiment, state, tower: str, columns: dict, batch_size: int,
           where=lambda row: f"row {row}") -> jax.Array:
   """Raw columns of N rows -> the tower's vectors [N, D] on device, in fixed-size batches."""
-  features, plans, _ = tower_parts(experiment, tower)
+  features, _, _ = tower_parts(experiment, tower)
   arrays = features_lib.transform(features, columns, where)
+  n = len(arrays["dense"])
+  for f in features_lib.id_features(experiment.features):
+    if f.name not in arrays["ids"]:
+      arrays["ids"][f.name] = np.zeros((n, f.length), np.int32)
+      arrays["weights"][f.name] = np.zeros((n, f.length), np.float32)
   split = input_lib.Split(arrays, ())
-  step = _tower_step(experiment, tower, plans)
+  step = _tower_step(experiment, tower)
   out = []
   for batch in input_lib.eval_batches(split, batch_size):
     n = int(batch.pop("mask").sum())
@@ -216,4 +224,16 @@ def evaluate(experiment, state, spec: RetrievalSpec, eval_files=None) -> dict:
     # "ndcg@k" names the sampled-candidate figure; the full-corpus one is told apart
     out |= {(f"full_{name}" if name.startswith("ndcg") else name): value
             for name, value in full.items()}
+  return out
+
+
+def evaluate_tasks(experiment, state) -> dict:
+  """The retrieval metrics of every retrieval task that has `retrieval` options (keys as
+  `tasks.evaluate` names them: flat for one task, `<task>/<metric>` for several). The
+  corpus and the eval rows are read and embedded in this process (one-process runs)."""
+  out = {}
+  for task in experiment.tasks:
+    if task.kind.retrieval and task.retrieval is not None:
+      prefix = "" if len(experiment.tasks) == 1 else f"{task.name}/"
+      out |= {f"{prefix}{k}": v for k, v in evaluate(experiment, state, task.retrieval).items()}
   return out

@@ -11,7 +11,7 @@ data often has labels only for some tasks) while a malformed one is a bad row by
 """
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,11 @@ class Kind:
   metrics: Callable
   binary: bool = False
   needs_label: bool = True
+  # Retrieval kinds: the loss needs the model's whole outputs and the batch (`batch_loss`),
+  # the label column names the positive item (its log-Q is the per-row label) and the
+  # evaluation ranks a corpus (`recjax.retrieval.evaluate_tasks`), not per-row predictions.
+  batch_loss: Callable | None = None
+  retrieval: bool = False
 
 
 def _binary_metrics(labels, probabilities, groups=None) -> dict:
@@ -56,6 +61,32 @@ def _identity(x):
   return x
 
 
+def _no_metrics(labels, predictions, groups=None) -> dict:
+  return {}
+
+
+USER, ITEM, NEGATIVES = "user", "item", "negatives"     # the outputs retrieval kinds read
+
+
+def _positive_ids(task, batch):
+  return batch["ids"][task.item_feature][:, 0]
+
+
+def _in_batch_softmax(outputs, task, batch):
+  """Each row's item against the other rows' items (log-Q corrected, accidental hits out)."""
+  return losses.in_batch_softmax(outputs[USER], outputs[ITEM], _positive_ids(task, batch),
+                                 batch["labels"][task.name], task.temperature,
+                                 batch["loss_weights"][task.name])
+
+
+def _sampled_softmax(outputs, task, batch):
+  """Each row's item against the model's `negatives` output ([B, N, D] per row or [N, D]
+  shared), items drawn uniformly from the corpus: every item is equally likely, so the
+  log-Q correction is a constant and left out."""
+  return losses.sampled_softmax(outputs[USER], outputs[ITEM], outputs[NEGATIVES],
+                                temperature=task.temperature)
+
+
 KINDS: dict[str, Kind] = {
     # a [B] logit against a 0/1 label
     "binary": Kind(losses.sigmoid_cross_entropy, jax.nn.sigmoid, _binary_metrics, binary=True),
@@ -67,6 +98,11 @@ KINDS: dict[str, Kind] = {
         needs_label=False),
     "bpr": Kind(lambda scores, _: losses.bpr(scores), _identity, _ranking_metrics,
                 needs_label=False),
+    # two-tower recall: `user` and `item` outputs [B, D]; the task's output is their score
+    "in_batch_softmax": Kind(None, _identity, _no_metrics, batch_loss=_in_batch_softmax,
+                             retrieval=True),
+    "sampled_softmax": Kind(None, _identity, _no_metrics, batch_loss=_sampled_softmax,
+                            needs_label=False, retrieval=True),
 }
 
 # Metrics where larger is better; the others (log_loss, rmse, mae) are better smaller.
@@ -99,6 +135,9 @@ class TaskSpec:
   upsample_column: str = ""         # upsampling rule: positive rows whose column is above
   upsample_above: float = 0.0       #   upsample_above count upsample_factor times
   upsample_factor: float = 1.0
+  item_feature: str = ""            # retrieval kinds: the id feature of the positive item
+  temperature: float = 1.0          # retrieval kinds: logits are u.v / temperature
+  retrieval: Any = None             # retrieval kinds: recjax.retrieval.RetrievalSpec's keys
 
   def __post_init__(self):
     key = f"tasks.{self.name}"
@@ -109,13 +148,32 @@ class TaskSpec:
     if self.weight < 0:
       raise ConfigError(f"{key}.weight: {self.weight} is negative")
     if KINDS[self.loss].needs_label and not self.label:
-      raise ConfigError(f"{key}.label: a {self.loss!r} task needs a label column")
+      raise ConfigError(f"{key}.label: a {self.loss!r} task needs a label column" + (
+          " (the column naming the positive item: its frequency gives log-Q)"
+          if KINDS[self.loss].retrieval else ""))
     if self.upsample_factor <= 0:
       raise ConfigError(f"{key}.upsample_factor: {self.upsample_factor} is not positive")
     if self.positive and not KINDS[self.loss].binary:
       raise ConfigError(f"{key}.positive: only binary tasks map string labels to 0/1")
     if not self.output:
       object.__setattr__(self, "output", self.name)
+    if KINDS[self.loss].retrieval:
+      if not self.item_feature:
+        raise ConfigError(f"{key}.item_feature: a {self.loss!r} task needs the id feature of "
+                          "the positive item")
+      if not self.temperature > 0:
+        raise ConfigError(f"{key}.temperature: {self.temperature} is not positive")
+      if isinstance(self.retrieval, dict):
+        from recjax import retrieval   # retrieval reads input, which reads tasks
+        try:
+          spec = retrieval.RetrievalSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in self.retrieval.items()})
+        except TypeError as e:
+          raise ConfigError(f"{key}.retrieval: {e}") from None
+        object.__setattr__(self, "retrieval", spec)
+    elif self.item_feature or self.retrieval is not None:
+      raise ConfigError(f"{key}: item_feature and retrieval are for retrieval kinds "
+                        "(in_batch_softmax, sampled_softmax)")
 
   @property
   def kind(self) -> Kind:
@@ -130,7 +188,8 @@ class TaskSpec:
   def numeric_label(self) -> bool:
     """Whether the reader parses the label column as a number (missing labels are parsed
     here instead, so that an empty one can mask the task rather than spoil the row)."""
-    return bool(self.label) and not self.positive and self.missing == "error"
+    return (bool(self.label) and not self.positive and self.missing == "error"
+            and not self.kind.retrieval)
 
 
 def check_outputs(tasks, outputs: dict) -> None:
@@ -142,6 +201,8 @@ def check_outputs(tasks, outputs: dict) -> None:
 
 
 def example_losses(task: TaskSpec, outputs: dict, batch: dict) -> jax.Array:
+  if task.kind.batch_loss is not None:
+    return task.kind.batch_loss(outputs, task, batch)
   return task.kind.loss(outputs[task.output], batch["labels"].get(task.name))
 
 
@@ -186,6 +247,8 @@ def labels(task: TaskSpec, columns: dict) -> tuple[np.ndarray, np.ndarray, list]
     return np.zeros(n, np.float32), np.ones(n, np.float32), []
   raw = columns[task.label]
   problems = []
+  if task.kind.retrieval:
+    return log_q(raw), np.ones(len(raw), np.float32), []
   if task.positive:
     values = np.isin(raw, task.positive).astype(np.float64)
     missing = (raw == "") if task.missing == "mask" else np.zeros(len(raw), bool)
@@ -209,6 +272,16 @@ def labels(task: TaskSpec, columns: dict) -> tuple[np.ndarray, np.ndarray, list]
           "numeric labels must be 0 or 1 (or set positive for string labels)")))
   values = np.where(missing | ~np.isfinite(values), 0.0, values)
   return values.astype(np.float32), (~missing).astype(np.float32), problems
+
+
+def log_q(items: np.ndarray) -> np.ndarray:
+  """log of each row's item frequency among these rows: the sampling probability of the
+  item as an in-batch negative (up to a constant that the softmax ignores), for the log-Q
+  correction. Counted per source file (one train file: the whole split's frequencies; daily
+  files: the day's, as Yi et al. estimate it from the recent stream)."""
+  _, inverse, counts = np.unique(np.asarray(items).astype(str), return_inverse=True,
+                                 return_counts=True)
+  return np.log(counts[inverse] / len(items)).astype(np.float32)
 
 
 def loss_weights(task: TaskSpec, label: np.ndarray, mask: np.ndarray, columns: dict,

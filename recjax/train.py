@@ -32,6 +32,7 @@ from recjax import early_stop
 from recjax import embedding
 from recjax import features as features_lib
 from recjax import input as input_lib
+from recjax import retrieval
 from recjax import seen_ids
 from recjax import sharding
 from recjax import tasks as tasks_lib
@@ -144,10 +145,10 @@ def predict(experiment, state, split, mesh) -> dict[str, np.ndarray]:
 
 
 def evaluate(experiment, state, split, mesh) -> dict:
-  """Every task's metrics over the rows that have its label."""
+  """Every task's metrics over the rows that have its label (retrieval tasks: over a corpus)."""
   return tasks_lib.evaluate(experiment.tasks, split.arrays["labels"],
                             split.arrays["label_masks"], predict(experiment, state, split, mesh),
-                            split.groups)
+                            split.groups) | retrieval.evaluate_tasks(experiment, state)
 
 
 def state_shardings(experiment, mesh, shapes):
@@ -257,6 +258,10 @@ def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, f
   if not chief:
     return {}
   latest = export.export(experiment, state, root / "latest")
+  towers = {}
+  if any(t.kind.retrieval for t in experiment.tasks):   # two towers, each served alone
+    from recjax import tower_export
+    towers = tower_export.export_towers(experiment, state, root)
   if best_state is None:
     tmp = root / ".best-copy"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -274,7 +279,7 @@ def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, f
     alias.unlink(missing_ok=True)
     alias.symlink_to(pathlib.Path("export") / "latest")
   return {"saved_model": str(latest), "export": {"latest": str(latest), "best": str(best),
-                                                  "best_step": best_step}}
+                                                  "best_step": best_step, **towers}}
 
 
 def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
