@@ -121,25 +121,23 @@ def test_padding_of_the_history_does_not_change_the_score(name):
                              out, rtol=1e-5, atol=1e-6)
 
 
-def test_din_scores_through_the_interest_and_bst_through_recency():
+def test_din_ignores_the_order_of_the_history_and_bst_reads_it():
   embedded, dense = _sequence_inputs(8)
-  din = TINY["din"]()
-  params = din.init(jax.random.key(0), embedded, dense)
-  # the MLP reads [q (2D), interest (2D), dense]; a history item identical to the candidate
-  # changes the interest, so the score
-  assert params["params"]["dense_arch"]["dense_0"]["kernel"].shape == (4 * D + 2, 16)
-  same = np.asarray(embedded["history"]).copy()
-  same[0, :, 3] = np.asarray(embedded["target"])[0]
-  mask = MASK.copy()
-  mask[0, 3] = 1
-  longer = {**embedded, "history": jnp.asarray(same), "history_mask": jnp.asarray(mask)}
-  assert abs(float(din.apply(params, longer, dense)["label"][0]
-                   - din.apply(params, embedded, dense)["label"][0])) > 1e-6
-  bst = TINY["bst"]()
-  params = bst.init(jax.random.key(0), embedded, dense)["params"]
-  assert params["positions"].shape == (L + 1, 4)
-  tokens = L + 1
-  assert params["dense_arch"]["dense_0"]["kernel"].shape == (tokens * (2 * D + 4) + 2, 8)
+  order = np.array([2, 0, 1, 3, 4])                  # row 0's 3 real items, in another order
+  shuffled = {**embedded, "history": embedded["history"].at[0].set(embedded["history"][0][:, order])}
+  din, bst = TINY["din"](), TINY["bst"]()
+  din_params = din.init(jax.random.key(0), embedded, dense)
+  # the MLP reads [q (2D), interest (2D), dense]
+  assert din_params["params"]["dense_arch"]["dense_0"]["kernel"].shape == (4 * D + 2, 16)
+  before, after = (din.apply(din_params, e, dense)["label"] for e in (embedded, shuffled))
+  np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+  bst_params = bst.init(jax.random.key(0), embedded, dense)
+  assert bst_params["params"]["positions"].shape == (L + 1, 4)      # recency 0 (candidate)..L
+  assert bst_params["params"]["dense_arch"]["dense_0"]["kernel"].shape == ((L + 1) * (2 * D + 4)
+                                                                            + 2, 8)
+  before, after = (bst.apply(bst_params, e, dense)["label"] for e in (embedded, shuffled))
+  assert abs(float(after[0] - before[0])) > 1e-6
+  np.testing.assert_allclose(after[1:], before[1:], rtol=1e-6)
 
 
 # ---- from a config: train 3 steps, evaluate, export, serve -----------------------------------
