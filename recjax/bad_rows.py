@@ -6,16 +6,17 @@ rows in a split exceeds `data.max_bad_fraction`, the run stops with an error nam
 and the first bad row. The counts go into the run summary, so nothing is dropped silently.
 
 Reasons: wrong_field_count, not_a_number, empty_value (a number or id that is missing),
-nan_or_inf, id_out_of_range (an identity feature's `num_buckets`), bad_label. A missing column
-is never a row's fault and is always an error.
+nan_or_inf, id_out_of_range (not an integer in an identity feature's [0, `num_buckets`)),
+bad_label, and those a feature transform reports (`feature_kinds.problems`: a dim > 1 value of
+wrong_value_count, a lookup map's bad_map_entry, a misaligned_sequence). The transforms' own
+parsing decides, so a row is bad under "skip" exactly when it would stop the run under
+"error". A missing column is never a row's fault and is always an error.
 """
 
 import collections
 import dataclasses
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from recjax import readers
 from recjax.errors import DataError
@@ -36,27 +37,6 @@ def non_finite(columns: dict, numeric) -> list:
   return problems
 
 
-def identity_ids(features, columns: dict) -> list:
-  """Ids of identity features (those with `num_buckets` that raise on a bad id) that are not
-  integers in [0, num_buckets): found here so that `skip` can drop the rows."""
-  problems = []
-  for f in features:
-    if not getattr(f, "num_buckets", 0) or getattr(f, "out_of_range", "error") != "error":
-      continue
-    raw = columns[f.column]
-    text = pc.utf8_trim_whitespace(pa.array(raw, pa.string()))
-    valid = pc.match_substring_regex(text, f"^{readers._NUMBER}$", ignore_case=True)
-    x = pc.if_else(valid, text, None).cast(pa.float64()).fill_null(np.nan).to_numpy()
-    empty = pc.equal(text, "").to_numpy(zero_copy_only=False)
-    problems += _problem("empty_value", empty, lambda row, f=f: (
-        f"column {f.column!r} is empty (feature {f.name!r})"))
-    bad = ~empty & ~((x >= 0) & (x < f.num_buckets) & (np.floor(x) == x))
-    problems += _problem("id_out_of_range", bad, lambda row, f=f, raw=raw: (
-        f"column {f.column!r} holds {readers.show(raw[row])}, which is not an id in "
-        f"[0, num_buckets={f.num_buckets}) (feature {f.name!r})"))
-  return problems
-
-
 @dataclasses.dataclass
 class Tally:
   """The bad rows of one split: counts by reason and the first one, over its sources."""
@@ -67,24 +47,34 @@ class Tally:
   first: str = ""
 
   def keep(self, read: readers.Read, problems: list) -> np.ndarray:
-    """Raises at the first bad row (policy error), or counts them (a row once, under its
-    first reason) and returns the mask of rows to keep."""
+    """Counts the rows of `read` and those its parser left out, then `mark`s `problems`."""
     self.rows += read.rows
     for reason, (count, first) in read.dropped.items():
       self.rows += count
       self.counts[reason] += count
       self.first = self.first or first()
-    bad = np.zeros(read.rows, bool)
+    return self.mark(problems, read.where, read.rows)
+
+  def mark(self, problems: list, where, rows: int) -> np.ndarray:
+    """Raises at the first bad row (policy error), or counts them (a row once, under its
+    first reason) and returns the mask of the `rows` to keep."""
+    bad = np.zeros(rows, bool)
     for problem in problems:
       row = int(np.argmax(problem.mask))
       if self.policy == "error":
-        raise DataError(f"{read.where(row)}: {problem.message(row)}")
+        raise DataError(f"{where(row)}: {problem.message(row)}")
       new = int((problem.mask & ~bad).sum())
       if new:
         self.counts[problem.reason] += new
       bad |= problem.mask
-      self.first = self.first or f"{read.where(row)}: {problem.message(row)}"
+      self.first = self.first or f"{where(row)}: {problem.message(row)}"
     return ~bad
+
+  def merge(self, other: "Tally") -> None:
+    """Adds the tally of a later part of the split (another file or block)."""
+    self.rows += other.rows
+    self.counts.update(other.counts)
+    self.first = self.first or other.first
 
   def check(self, key: str) -> None:
     """Stops the run when the share of bad rows exceeds the maximum."""

@@ -45,6 +45,7 @@ class DataSpec:
   sample_weight: str = ""           # a numeric column weighting each row's loss
   eval_fraction: float = 0.0        # > 0: this seeded random share of the train rows is the
   split_seed: int = 0               #   eval split (data.eval left empty), the rest trains
+  workers: int = 1                  # processes that read and transform a split (0, 1: this one)
 
   def __post_init__(self):
     formats = ("csv", "parquet", "tfrecord", "synthetic")
@@ -59,6 +60,8 @@ class DataSpec:
     if self.eval_fraction and self.eval:
       raise ConfigError("data.eval_fraction: set either data.eval or data.eval_fraction "
                         "(a share of the train rows)")
+    if self.workers < 0:
+      raise ConfigError(f"data.workers: {self.workers} is not 0 or more")
     if len(self.quote_char) > 1:
       raise ConfigError(f"data.quote_char: {self.quote_char!r} is not one character or empty")
     if self.format != "synthetic":

@@ -10,7 +10,8 @@ key->value map column). Each is a frozen dataclass with one protocol:
                              rather than strings; input and export ask these
   output                     "ids" (embedded by groups; with `length`, `num_ids`, `table`)
                              or "dense" (with `dim` values per row)
-  apply(columns, where)      numpy path over whole columns -> {"ids", "weights"} or {"dense"}
+  apply(columns, problems)   numpy path over whole columns -> {"ids", "weights"} or {"dense"};
+                             bad rows go to `problems` (raised, or collected for "skip")
   tf_table(), tf_apply(...)  the TF twin: its vocabulary table (or None), and the same dict
 
 Both paths call the same TensorFlow string ops (FarmHash `to_hash_bucket_fast`, `strings.split`,
@@ -28,12 +29,13 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from recjax.errors import ConfigError, DataError
+from recjax.errors import ConfigError
 from recjax.feature_kinds.combo import ComboFeature
 from recjax.feature_kinds.identity import IdentityFeature
 from recjax.feature_kinds.ids import IdFeature
 from recjax.feature_kinds.lookup import LookupFeature
 from recjax.feature_kinds.numeric import NumericFeature
+from recjax.feature_kinds.problems import Problems
 from recjax.feature_kinds.sequence import SequenceFeature
 from recjax.feature_kinds.strings import show
 from recjax.feature_kinds.tags import TagFeature
@@ -198,43 +200,53 @@ def dense_width(features) -> int:
   return sum(f.dim for f in numeric_features(features))
 
 
-def _check_lengths(features, lengths, where) -> None:
+def _check_lengths(features, lengths, problems) -> None:
   for f in features:
     if getattr(f, "aligned_with", ""):
-      differ = lengths[f.name] != lengths[f.aligned_with]
-      if differ.any():
-        row = int(np.argmax(differ))
-        other = next(g for g in features if g.name == f.aligned_with)
-        raise DataError(f"{where(row)}: column {f.column!r} holds {lengths[f.name][row]} values "
-                        f"but column {other.column!r} {lengths[other.name][row]}; sequence "
-                        f"{f.name!r} is aligned with {other.name!r}")
+      mine, theirs = lengths[f.name], lengths[f.aligned_with]
+      other = next(g for g in features if g.name == f.aligned_with)
+      problems.report("misaligned_sequence", mine != theirs, lambda row, f=f, other=other,
+                      mine=mine, theirs=theirs: (
+          f"column {f.column!r} holds {mine[row]} values but column {other.column!r} "
+          f"{theirs[row]}; sequence {f.name!r} is aligned with {other.name!r}"))
+
+
+def _check_finite(features, columns, dense, problems) -> None:
+  bad = ~np.isfinite(dense)
+  owners = [f for f in numeric_features(features) for _ in range(f.dim)]
+
+  def message(row):
+    col = int(np.argmax(bad[row]))
+    f = owners[col]
+    return (f"column {f.columns[0]!r} holds {show(columns[f.columns[0]][row])}, which feature "
+            f"{f.name!r} turns into {dense[row, col]}")
+
+  problems.report("nan_or_inf", bad.any(1), message)
 
 
 def transform(features, columns: dict[str, np.ndarray],
-              where: Callable[[int], str] = lambda row: f"row {row}") -> dict[str, np.ndarray]:
+              where: Callable[[int], str] = lambda row: f"row {row}", *,
+              problems: Problems | None = None) -> dict[str, np.ndarray]:
   """numpy path over whole columns: raw columns -> {'ids', 'weights', 'dense'}.
 
-  `where(row)` names a row's origin (file and line) in the error on a bad value.
+  A bad value raises a DataError naming its row's origin, `where(row)` (file and line); or,
+  with `problems` that collect, is reported there as a mask of bad rows (whose outputs hold
+  placeholders) for the caller to drop and count.
   """
+  problems = problems or Problems(where)
   n = len(next(iter(columns.values())))
   ids, weights, dense, lengths = {}, {}, [], {}
   for f in features:
-    out = f.apply(columns, where)
+    out = f.apply(columns, problems)
     if f.output == "ids":
       ids[f.name], weights[f.name] = out["ids"], out["weights"]
       if "lengths" in out:
         lengths[f.name] = out["lengths"]
     else:
       dense.append(out["dense"])
-  _check_lengths(features, lengths, where)
+  _check_lengths(features, lengths, problems)
   dense = np.concatenate(dense, 1) if dense else np.zeros((n, 0), np.float32)
-  bad = ~np.isfinite(dense)
-  if bad.any():
-    row, col = np.argwhere(bad)[0]
-    owners = [f for f in numeric_features(features) for _ in range(f.dim)]
-    f = owners[col]
-    raise DataError(f"{where(row)}: column {f.columns[0]!r} holds {show(columns[f.columns[0]][row])}, "
-                    f"which feature {f.name!r} turns into {dense[row, col]}")
+  _check_finite(features, columns, dense, problems)
   return {"ids": ids, "weights": weights, "dense": dense}
 
 

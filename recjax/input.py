@@ -13,9 +13,11 @@ a label other than 0/1) either stops the run naming its file and line or is coun
 skipped, as `data.bad_rows` says (`bad_rows`). The counts are the split's `bad_rows`.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import glob
+import multiprocessing
 
 import grain
 import jax
@@ -23,9 +25,11 @@ import numpy as np
 
 from recjax import bad_rows as bad_rows_lib
 from recjax import features as features_lib
+from recjax import pieces as pieces_lib
 from recjax import readers
 from recjax import tasks as tasks_lib
 from recjax.errors import DataError
+from recjax.feature_kinds import problems as problems_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +59,16 @@ def resolve_files(patterns, key: str) -> list[str]:
 
 def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
                tally: bad_rows_lib.Tally) -> dict | None:
-  """One source's columns -> arrays, after the bad-row policy (None: no row left)."""
+  """One source's columns -> arrays, after the bad-row policy (None: no row left).
+
+  Rows the reader or the labels find bad are dropped first; then the feature transforms
+  report the rows whose values they reject (`features.transform(problems=...)`), which are
+  dropped from the transformed arrays in turn."""
   columns = read.columns
   problems = read.problems + bad_rows_lib.non_finite(columns, numeric)
   if with_labels:
     parsed = {t.name: tasks_lib.labels(t, columns) for t in experiment.tasks}
     problems += [p for _, _, found in parsed.values() for p in found]
-  if experiment.data.bad_rows == "skip":   # otherwise the identity feature names the row itself
-    problems += bad_rows_lib.identity_ids(experiment.features, columns)
   keep = tally.keep(read, problems)
   where = read.where
   if not keep.all():
@@ -73,7 +79,10 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
     parsed = {name: tuple(a[kept] for a in arrays[:2]) for name, arrays in parsed.items()
               } if with_labels else {}
     where = lambda row: read.where(int(kept[row]))
-  arrays = features_lib.transform(experiment.features, columns, where)
+  if not len(next(iter(columns.values()), ())):
+    return None
+  found = problems_lib.Problems(where, collect=experiment.data.bad_rows == "skip")
+  arrays = features_lib.transform(experiment.features, columns, problems=found)
   if with_labels:
     sample_weight = (columns[experiment.data.sample_weight] if experiment.data.sample_weight
                      else None)
@@ -83,7 +92,35 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
         t.name: tasks_lib.loss_weights(t, *parsed[t.name][:2], columns, sample_weight)
         for t in experiment.tasks}
     arrays[_GROUPS] = {c: np.asarray(columns[c]).astype(str) for c in _group_columns(experiment)}
-  return arrays
+  keep = tally.mark(found.found, where, len(arrays["dense"]))
+  if not keep.all():
+    arrays = jax.tree.map(lambda v: v[keep], arrays)
+  return arrays if keep.any() else None
+
+
+def _load_piece(experiment, piece: pieces_lib.Piece, needed, numeric, with_labels: bool):
+  """Reads and transforms one piece (in a worker process when there are several): its arrays
+  (None: no row left) and its bad-row tally."""
+  data = experiment.data
+  tally = bad_rows_lib.Tally(data.bad_rows, data.max_bad_fraction)
+  read = readers.read(piece.path, data, needed, numeric, piece.span)
+  return _transform(experiment, read, numeric, with_labels, tally), tally
+
+
+def _map_pieces(function, pieces: list, workers: int) -> list:
+  """`function` over the pieces, in order: in this process, or in `workers` processes started
+  by a fork server (JAX's and TensorFlow's threads do not survive a plain fork; the server
+  imports recjax once, so a worker starts in a fraction of a second). The first piece's
+  error, in source order, is raised."""
+  if workers <= 1 or len(pieces) <= 1:
+    return [function(p) for p in pieces]
+  context = multiprocessing.get_context("forkserver")
+  context.set_forkserver_preload(["recjax.input"])
+  pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(pieces)), mp_context=context)
+  try:
+    return list(pool.map(function, pieces))
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 _GROUPS = "_groups"     # raw grouping values of a part, coded once the parts are joined
@@ -125,11 +162,14 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
     task_columns = [c for t in experiment.tasks for c in t.columns] + [data.sample_weight]
   needed = list(dict.fromkeys(
       [c for f in experiment.features for c in f.columns] + [c for c in task_columns if c]))
+  load = functools.partial(_load_piece, experiment, needed=needed, numeric=numeric,
+                           with_labels=with_labels)
+  results = _map_pieces(load, pieces_lib.plan(files, data, data.workers), data.workers)
   tally = bad_rows_lib.Tally(data.bad_rows, data.max_bad_fraction)
-  parts = [_transform(experiment, readers.read(path, data, needed, numeric), numeric,
-                      with_labels, tally) for path in files]
+  for _, part in results:
+    tally.merge(part)
   tally.check(f"data.{split}")
-  parts = [p for p in parts if p is not None]
+  parts = [arrays for arrays, _ in results if arrays is not None]
   if not parts:
     raise DataError(f"data.{split}: no rows in {', '.join(files)}")
   arrays = jax.tree.map(lambda *p: np.concatenate(p), *parts)

@@ -14,7 +14,7 @@ the run or are counted and skipped. A missing column is always an error.
 import csv
 import dataclasses
 import gzip
-import re
+import io
 from typing import Callable
 
 import numpy as np
@@ -23,19 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from recjax import pieces
 from recjax import synthetic
+from recjax.feature_kinds.problems import Problem
 from recjax.errors import DataError
 
 # What pyarrow's float parser accepts (surrounding spaces trimmed first).
 _NUMBER = r"[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|infinity|nan)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  """Rows of one source that are bad for one reason; `message(row)` describes one of them."""
-  reason: str
-  mask: np.ndarray
-  message: Callable[[int], str]
 
 
 @dataclasses.dataclass
@@ -78,32 +72,56 @@ def _csv_names(path, data) -> list[str]:
     return next(_reader(f, data), [])
 
 
-def _scan_csv(path, data, names, numeric, find_row: int = -1):
-  """Slow, obvious scan: the first line with the wrong field count or a bad number (as a
-  message), or, with `find_row`, the line of well-formed data row `find_row`."""
-  with _open_text(path) as f:
-    reader = _reader(f, data)
-    if data.header:
+class _Block:
+  """The text of a CSV or of a byte range of it, and the number of lines before it."""
+
+  def __init__(self, path, data, span):
+    self.path, self.data, self.span = path, data, span
+
+  def __enter__(self):
+    if self.span is None:
+      self.f = _open_text(self.path)
+      self.before = 0
+    else:
+      with open(self.path, "rb") as f:
+        f.seek(self.span[0])
+        text = f.read(self.span[1] - self.span[0]).decode("utf-8", "replace")
+      self.f = io.StringIO(text, newline="")
+      self.before = pieces.newlines_before(self.path, self.span[0])
+    reader = _reader(self.f, self.data)
+    if self.span is None and self.data.header:
       next(reader, None)
+    return reader, self.before
+
+  def __exit__(self, *exc):
+    self.f.close()
+
+
+def _scan_csv(path, data, names, numeric, span=None, find_row: int = -1):
+  """Slow, obvious scan of a file or a byte range of it: the first line with the wrong field
+  count or a bad number (as a message), or, with `find_row`, the line of well-formed data row
+  `find_row`."""
+  with _Block(path, data, span) as (reader, before):
     index, seen = {name: i for i, name in enumerate(names)}, -1
     for row in reader:
+      line = before + reader.line_num
       if not row:
         continue
       if len(row) != len(names):
         if find_row < 0:
-          return (f"{path}:{reader.line_num}: expected {len(names)} fields, found {len(row)}: "
+          return (f"{path}:{line}: expected {len(names)} fields, found {len(row)}: "
                   f"{data.delimiter.join(row)[:200]!r}")
         continue
       seen += 1
       if seen == find_row:
-        return f"{path}:{reader.line_num}"
+        return f"{path}:{line}"
       for column in numeric if find_row < 0 else ():
         text = row[index[column]].strip()
         try:
           float(text)
         except ValueError:
           what = "is empty" if not text else f"holds {text!r}, which is not a number"
-          return f"{path}:{reader.line_num}: column {column!r} {what}"
+          return f"{path}:{line}: column {column!r} {what}"
   return None
 
 
@@ -113,10 +131,12 @@ def _check_columns(path, needed, names) -> None:
     raise DataError(f"{path}: no column {missing[0]!r}; the file has {', '.join(names)}")
 
 
-def _read_csv(path, data, needed, numeric) -> Read:
+def _read_csv(path, data, needed, numeric, span=None) -> Read:
+  """A CSV file (a gzipped one whole), or the rows in byte range `span` of it."""
   names = _csv_names(path, data)
   _check_columns(path, needed, names)
-  where = lambda row: _scan_csv(path, data, names, (), find_row=row) or f"{path}, row {row + 1}"
+  where = lambda row: (_scan_csv(path, data, names, (), span, find_row=row)
+                       or f"{path}, row {row + 1}")
   skipped = []
 
   def invalid_row(row):
@@ -124,11 +144,20 @@ def _read_csv(path, data, needed, numeric) -> Read:
     return "skip"
 
   def read(types):
+    if span is not None and span[0] == span[1]:
+      return pa.table({c: pa.array([], t) for c, t in types.items()})
+    if span is None:
+      source, column_names = path, None if data.header else names
+    else:
+      with open(path, "rb") as f:
+        f.seek(span[0])
+        source, column_names = pa.BufferReader(f.read(span[1] - span[0])), names
     return pa_csv.read_csv(
-        path,
-        read_options=pa_csv.ReadOptions(column_names=None if data.header else names),
+        source,
+        read_options=pa_csv.ReadOptions(column_names=column_names),
         parse_options=pa_csv.ParseOptions(
             delimiter=data.delimiter, quote_char=data.quote_char or False,
+            newlines_in_values=bool(data.quote_char),
             invalid_row_handler=invalid_row if data.bad_rows == "skip" else None),
         convert_options=pa_csv.ConvertOptions(
             include_columns=needed, column_types=types, null_values=[""],
@@ -138,12 +167,12 @@ def _read_csv(path, data, needed, numeric) -> Read:
     table = read({c: pa.float64() if c in numeric else pa.string() for c in needed})
   except pa.ArrowInvalid as e:
     if data.bad_rows == "error":
-      raise DataError(_scan_csv(path, data, names, numeric) or f"{path}: {e}") from None
+      raise DataError(_scan_csv(path, data, names, numeric, span) or f"{path}: {e}") from None
     skipped.clear()         # a bad number: read again with numbers as text, and parse them
     table = read({c: pa.string() for c in needed})
   dropped = {}
   if skipped:
-    dropped["wrong_field_count"] = (len(skipped), lambda: _scan_csv(path, data, names, ()))
+    dropped["wrong_field_count"] = (len(skipped), lambda: _scan_csv(path, data, names, (), span))
   return _from_table(table, path, data, needed, numeric, where, dropped)
 
 
@@ -200,10 +229,16 @@ def _objects(array: pa.ChunkedArray) -> np.ndarray:
   return encoded.dictionary.to_numpy(zero_copy_only=False)[encoded.indices.to_numpy()]
 
 
-def _read_parquet(path, data, needed, numeric) -> Read:
+def _read_parquet(path, data, needed, numeric, span=None) -> Read:
+  """A Parquet file, or its row groups [span[0], span[1])."""
   _check_columns(path, needed, pq.read_schema(path).names)
-  table = pq.read_table(path, columns=needed)
-  return _from_table(table, path, data, needed, numeric, lambda row: f"{path}, row {row + 1}")
+  file = pq.ParquetFile(path)
+  first, stop = span or (0, file.metadata.num_row_groups)
+  table = (file.read_row_groups(range(first, stop), columns=needed) if stop > first
+           else file.schema_arrow.empty_table().select(needed))
+  before = sum(file.metadata.row_group(g).num_rows for g in range(first))
+  return _from_table(table, path, data, needed, numeric,
+                     lambda row: f"{path}, row {before + row + 1}")
 
 
 def _example_kinds(path, needed, records) -> dict[str, str]:
@@ -254,13 +289,14 @@ def _tfrecord_table(path, needed, numeric, block: int = 65536) -> pa.Table:
   return pa.table(columns)
 
 
-def read(path: str, data, needed: list[str], numeric: set[str]) -> Read:
-  """Reads `needed` columns of one source (`numeric` ones as float64)."""
+def read(path: str, data, needed: list[str], numeric: set[str], span=None) -> Read:
+  """Reads `needed` columns of one source (`numeric` ones as float64), or of the part of it
+  that `span` names (`pieces.Piece`)."""
   try:
     if data.format == "csv":
-      return _read_csv(path, data, needed, numeric)
+      return _read_csv(path, data, needed, numeric, span)
     if data.format == "parquet":
-      return _read_parquet(path, data, needed, numeric)
+      return _read_parquet(path, data, needed, numeric, span)
     if data.format == "tfrecord":
       table = _tfrecord_table(path, needed, numeric)
       return _from_table(table, path, data, needed, numeric,

@@ -497,7 +497,7 @@ def test_features_pickle_after_their_eager_tables_are_built():
   import pickle
   f = features.SequenceFeature("s", column="s", max_len=2, vocabulary=("a", "b"))
   columns = {"s": _objects(["a|b", "c", ""])}
-  before = f.apply(columns, str)["ids"]
+  before = f.apply(columns, features.Problems())["ids"]
   copy = pickle.loads(pickle.dumps(f))        # as an input worker process receives it
   assert copy == f
-  np.testing.assert_array_equal(copy.apply(columns, str)["ids"], before)
+  np.testing.assert_array_equal(copy.apply(columns, features.Problems())["ids"], before)

@@ -51,7 +51,7 @@ class ComboFeature:
   def tf_table(self):
     return None
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     key = np.asarray(columns[self.inputs[0]], object)
     for column in self.inputs[1:]:
       key = key + JOIN + np.asarray(columns[column], object)

@@ -3,9 +3,10 @@
 The column is read as strings so that every way of writing a number ("7", "007", " 7 ",
 "7.0", "1e3") reads the same in training and serving: both paths parse it with TF's
 `to_number` as float64 (exact for every id a table can hold) and require an integer. Text
-that is not an integer ("1.5", "a", "nan") is always an error; a missing value ("") and an id
+that is not an integer ("1.5", "a", "nan") is always a bad row; a missing value ("") and an id
 outside [0, num_buckets) follow `out_of_range`: "error" names the row, "default" maps them to
-the id `default`.
+the id `default`. The bad-row policy "skip" drops and counts the rows this parsing rejects
+(`problems`), so the skip check and the feature cannot disagree.
 """
 
 import dataclasses
@@ -13,7 +14,6 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from recjax.errors import DataError
 from recjax.feature_kinds import strings
 
 
@@ -56,23 +56,25 @@ class IdentityFeature:
   def tf_table(self):
     return None
 
-  def _error(self, where, values, row: int, what: str) -> DataError:
-    return DataError(f"{where(row)}: column {self.column!r} holds {strings.show(values[row])}, "
-                     f"{what} (feature {self.name!r})")
+  def _message(self, values, what: str):
+    return lambda row: (f"column {self.column!r} holds {strings.show(values[row])}, {what} "
+                        f"(feature {self.name!r})")
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     values = strings.as_bytes(columns[self.column])
     missing = values == b""
-    x = strings.np_to_number(np.where(missing, b"0", values), tf.float64,
-                             lambda row: self._error(where, values, row, "which is not a number"))
-    integral = np.isfinite(x) & (np.floor(x) == x)
-    if not integral.all():
-      raise self._error(where, values, int(np.argmin(integral)), "which is not an integer id")
-    invalid = missing | (x < 0) | (x >= self.num_buckets)
-    if self.out_of_range == "error" and invalid.any():
-      raise self._error(where, values, int(np.argmax(invalid)),
-                        f"which is not an id in [0, num_buckets={self.num_buckets})")
-    ids = np.where(invalid, self.default, x).astype(np.int32)[:, None]
+    x, unparsable = strings.np_to_number(np.where(missing, b"0", values), tf.float64)
+    problems.report("not_a_number", unparsable, self._message(values, "which is not a number"))
+    with np.errstate(invalid="ignore"):
+      integral = np.isfinite(x) & (np.floor(x) == x)
+    problems.report("id_out_of_range", ~integral & ~unparsable,
+                    self._message(values, "which is not an integer id"))
+    out_of_range = integral & ~missing & ((x < 0) | (x >= self.num_buckets))
+    if self.out_of_range == "error":
+      what = f"which is not an id in [0, num_buckets={self.num_buckets})"
+      problems.report("id_out_of_range", out_of_range, self._message(values, what))
+      problems.report("empty_value", missing, self._message(values, what))
+    ids = np.where(missing | out_of_range | ~integral, self.default, x).astype(np.int32)[:, None]
     return {"ids": ids, "weights": np.ones(ids.shape, np.float32)}
 
   def tf_apply(self, columns: dict, table=None) -> dict:

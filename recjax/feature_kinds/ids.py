@@ -82,7 +82,7 @@ class IdFeature:
                                           boundaries=list(self.boundaries)), tf.int32)
     return self.id_map.tf_ids(values, table)
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     ids = self.ids(columns[self.column])[:, None]
     return {"ids": ids, "weights": np.ones(ids.shape, np.float32)}
 

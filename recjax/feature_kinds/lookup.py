@@ -2,7 +2,7 @@
 
 E.g. the user's clicks per category, "sports:3|news:12", looked up by the item's category
 "news" -> 12. Entries are split at their last `kv_separator`; the first entry with the key
-wins; an entry without a separator is an error naming the row. `result="value"` parses every
+wins; an entry without a separator makes the row bad (`problems`). `result="value"` parses every
 value of the map as a number (TF's `to_number`, so a malformed map fails even where its key is
 not asked for) and yields one dense value, `default` where the key is absent, then normalised
 like a numeric feature; `result="id"` maps the value string to an id by hashing or a
@@ -15,8 +15,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from recjax.errors import DataError
 from recjax.feature_kinds import numeric
+from recjax.feature_kinds import problems as problems_lib
 from recjax.feature_kinds import string_ids
 from recjax.feature_kinds import strings
 
@@ -86,20 +86,21 @@ class LookupFeature:
   def tf_table(self):
     return self.id_map.tf_table() if self.output == "ids" else None
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     maps, keys = columns[self.map_column], columns[self.key_column]
     flat, splits = strings.np_split_list(maps, self.separator)
     entry_keys, values, paired = strings.np_split_pair(flat, self.kv_separator)
     row_of = np.repeat(np.arange(len(maps)), np.diff(splits))
 
-    def error(index, what):
-      row = int(row_of[index])
-      return DataError(f"{where(row)}: column {self.map_column!r} holds "
-                       f"{strings.show(maps[row])}, whose entry {strings.show(flat[index])} "
-                       f"{what} (feature {self.name!r})")
+    def message(bad, what):
+      def describe(row):
+        index = problems_lib.first_in_row(bad, splits, row)
+        return (f"column {self.map_column!r} holds {strings.show(maps[row])}, whose entry "
+                f"{strings.show(flat[index])} {what} (feature {self.name!r})")
+      return describe
 
-    if not paired.all():
-      raise error(int(np.argmin(paired)), f"has no {self.kv_separator!r}")
+    problems.report("bad_map_entry", problems_lib.rows_of(~paired, splits),
+                    message(~paired, f"has no {self.kv_separator!r}"))
     match = np.flatnonzero(tf.equal(entry_keys, tf.gather(
         tf.convert_to_tensor(keys, tf.string), row_of)).numpy())
     rows, first = np.unique(row_of[match], return_index=True)
@@ -108,7 +109,9 @@ class LookupFeature:
     if self.output == "ids":
       ids = self.id_map.ids(tf.gather(tf.concat([values, [""]], 0), index))[:, None]
       return {"ids": ids, "weights": np.ones(ids.shape, np.float32)}
-    x = strings.np_to_number(values, tf.float32, lambda i: error(i, "holds no number"))
+    x, bad = strings.np_to_number(values, tf.float32)
+    problems.report("not_a_number", problems_lib.rows_of(bad & paired, splits),
+                    message(bad & paired, "holds no number"))
     x = np.append(x, np.float32(self.default))[index]
     return {"dense": numeric.normalise(self, x)[:, None]}
 

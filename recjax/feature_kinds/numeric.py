@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from recjax.errors import DataError
+from recjax.feature_kinds import problems as problems_lib
 from recjax.feature_kinds import strings
 
 TINY = np.finfo(np.float32).tiny
@@ -112,24 +112,25 @@ class NumericFeature:
   def tf_values(self, raw: tf.Tensor) -> tf.Tensor:
     return tf_normalise(self, tf.cast(raw, tf.float32))
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     raw = columns[self.column]
     if self.dim == 1:
       return {"dense": self.values(raw)[:, None]}
     flat, splits = strings.np_split_list(raw, self.separator)
     counts = np.diff(splits)
-    if (counts != self.dim).any():
-      row = int(np.argmax(counts != self.dim))
-      raise DataError(f"{where(row)}: column {self.column!r} holds {strings.show(raw[row])}, "
-                      f"{counts[row]} numbers where feature {self.name!r} has dim {self.dim}")
-
-    def fail(index):
-      row = int(np.searchsorted(splits, index, side="right") - 1)
-      return DataError(f"{where(row)}: column {self.column!r} holds {strings.show(raw[row])}, "
-                       f"whose {strings.show(flat[index])} is not a number")
-
-    x = strings.np_to_number(flat, tf.float32, fail)
-    return {"dense": normalise(self, x).reshape(-1, self.dim)}
+    wrong = counts != self.dim
+    problems.report("wrong_value_count", wrong, lambda row: (
+        f"column {self.column!r} holds {strings.show(raw[row])}, {counts[row]} numbers where "
+        f"feature {self.name!r} has dim {self.dim}"))
+    x, bad = strings.np_to_number(flat, tf.float32)
+    problems.report("not_a_number", problems_lib.rows_of(bad, splits), lambda row: (
+        f"column {self.column!r} holds {strings.show(raw[row])}, whose "
+        f"{strings.show(flat[problems_lib.first_in_row(bad, splits, row)])} is not a number"))
+    x = normalise(self, x)
+    if not wrong.any():
+      return {"dense": x.reshape(-1, self.dim)}
+    index = np.where(wrong[:, None], len(x), splits[:-1, None] + np.arange(self.dim))
+    return {"dense": np.append(x, np.float32(0))[index]}     # rows of a wrong length: 0
 
   def tf_apply(self, columns: dict, table=None) -> dict:
     raw = columns[self.column]

@@ -62,10 +62,10 @@ class SequenceFeature:
   def tf_table(self):
     return self.id_map.tf_table()
 
-  def apply(self, columns: dict, where) -> dict:
+  def apply(self, columns: dict, problems) -> dict:
     """ids, weights [N, max_len] and `lengths` [N], the untruncated list lengths that
     `features.transform` compares between aligned sequences."""
-    return tags.list_ids(self, columns[self.column], where, keep=self.keep)
+    return tags.list_ids(self, columns[self.column], problems, keep=self.keep)
 
   def tf_apply(self, columns: dict, table=None) -> dict:
     return tags.tf_list_ids(self, columns[self.column], table, keep=self.keep)

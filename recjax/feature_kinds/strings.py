@@ -8,7 +8,6 @@ used on data. Padding and truncation are plain index arithmetic, written once pe
 """
 
 import re
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -55,25 +54,29 @@ def as_bytes(column: np.ndarray) -> np.ndarray:
   return tf.convert_to_tensor(column, tf.string).numpy()
 
 
-def _first_unparsable(strings: np.ndarray, dtype) -> int:
-  lo, hi = 0, len(strings)              # a string that does not parse lies in [lo, hi)
-  while hi - lo > 1:
-    mid = (lo + hi) // 2
-    try:
-      tf.strings.to_number(strings[lo:mid], dtype)
-      lo = mid
-    except tf.errors.InvalidArgumentError:
-      hi = mid
-  return lo
-
-
-def np_to_number(strings, dtype, fail: Callable[[int], Exception]) -> np.ndarray:
-  """TF's `to_number` on a whole array; on text that is not a number, raises `fail(index)` of
-  the first such element (found by bisection, so only a failing block pays for it)."""
+def np_to_number(strings, dtype) -> tuple[np.ndarray, np.ndarray]:
+  """TF's `to_number` on a whole array -> (values, bad): `bad` marks the elements that are not
+  numbers (value 0 there). Found by bisection, so only a block that fails pays for it."""
   try:
-    return tf.strings.to_number(strings, dtype).numpy()
+    values = tf.strings.to_number(strings, dtype).numpy()
+    return values, np.zeros(len(values), bool)
   except tf.errors.InvalidArgumentError:
-    raise fail(_first_unparsable(strings, dtype)) from None
+    pass
+  values = np.zeros(len(strings), dtype.as_numpy_dtype)
+  bad = np.zeros(len(strings), bool)
+
+  def parse(lo, hi):                    # [lo, hi) holds a string that does not parse
+    if hi - lo == 1:
+      bad[lo] = True
+      return
+    for a, b in ((lo, (lo + hi) // 2), ((lo + hi) // 2, hi)):
+      try:
+        values[a:b] = tf.strings.to_number(strings[a:b], dtype).numpy()
+      except tf.errors.InvalidArgumentError:
+        parse(a, b)
+
+  parse(0, len(strings))
+  return values, bad
 
 
 def np_pad(flat: np.ndarray, splits: np.ndarray, max_len: int, keep: str, fill) -> np.ndarray:

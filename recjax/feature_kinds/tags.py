@@ -3,8 +3,8 @@
 
 Padding has id 0 and weight 0, so pooling ignores it. Lists longer than `max_len` keep their
 first `max_len` values. With `weighted`, a token's weight follows its last `weight_separator`
-(a token without one weighs 1); a weight that is not a finite number is an error naming the
-row. Splitting and number parsing are TF's string ops in both paths (`strings`).
+(a token without one weighs 1); a weight that is not a finite number makes the row bad
+(`problems`). Splitting and number parsing are TF's string ops in both paths (`strings`).
 
 `list_ids` / `tf_list_ids` are shared with the sequence kind.
 """
@@ -15,7 +15,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from recjax.errors import DataError
+from recjax.feature_kinds import problems as problems_lib
 from recjax.feature_kinds import string_ids
 from recjax.feature_kinds import strings
 
@@ -27,23 +27,27 @@ def check_list(feature) -> None:
     raise ValueError("separator must not be empty")
 
 
-def list_ids(feature, raw: np.ndarray, where, *, keep: str = "first", weighted: bool = False,
-             weight_separator: str = ":") -> dict:
+def list_ids(feature, raw: np.ndarray, problems, *, keep: str = "first",
+             weighted: bool = False, weight_separator: str = ":") -> dict:
   """numpy path: a column of lists -> ids, weights [N, max_len] and the lists' lengths [N]."""
   flat, splits = strings.np_split_list(raw, feature.separator)
   weights = np.ones(len(flat), np.float32)
   if weighted:
     flat, text, paired = strings.np_split_pair(flat, weight_separator)
 
-    def error(index, what):
-      row = int(np.searchsorted(splits, index, side="right") - 1)
-      return DataError(f"{where(row)}: column {feature.column!r} holds {strings.show(raw[row])}, "
-                       f"whose weight {strings.show(text[index])} {what} (feature {feature.name!r})")
+    def message(bad, what):
+      def describe(row):
+        index = problems_lib.first_in_row(bad, splits, row)
+        return (f"column {feature.column!r} holds {strings.show(raw[row])}, whose weight "
+                f"{strings.show(text[index])} {what} (feature {feature.name!r})")
+      return describe
 
-    weights = strings.np_to_number(tf.where(paired, text, "1"), tf.float32,
-                                   lambda i: error(i, "is not a number"))
-    if not np.isfinite(weights).all():
-      raise error(int(np.argmin(np.isfinite(weights))), "is not finite")
+    weights, unparsable = strings.np_to_number(tf.where(paired, text, "1"), tf.float32)
+    problems.report("not_a_number", problems_lib.rows_of(unparsable, splits),
+                    message(unparsable, "is not a number"))
+    infinite = ~np.isfinite(weights)
+    problems.report("nan_or_inf", problems_lib.rows_of(infinite, splits),
+                    message(infinite, "is not finite"))
   ids = feature.id_map.ids(flat)
   return {"ids": strings.np_pad(ids, splits, feature.max_len, keep, 0),
           "weights": strings.np_pad(weights, splits, feature.max_len, keep, 0.0),
@@ -115,8 +119,8 @@ class TagFeature:
   def tf_table(self):
     return self.id_map.tf_table()
 
-  def apply(self, columns: dict, where) -> dict:
-    out = list_ids(self, columns[self.column], where, weighted=self.weighted,
+  def apply(self, columns: dict, problems) -> dict:
+    out = list_ids(self, columns[self.column], problems, weighted=self.weighted,
                    weight_separator=self.weight_separator)
     return {"ids": out["ids"], "weights": out["weights"]}
 
