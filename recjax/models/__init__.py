@@ -10,12 +10,12 @@ from recjax.models import autoint
 from recjax.models import bst
 from recjax.models import dcn
 from recjax.models import dcnv2
-from recjax.models import din
 from recjax.models import deepfm
+from recjax.models import din
 from recjax.models import dlrm
+from recjax.models import dnn
 from recjax.models import dssm
 from recjax.models import esmm
-from recjax.models import dnn
 from recjax.models import fibinet
 from recjax.models import fm
 from recjax.models import lr
