@@ -15,12 +15,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from recjax import config as config_lib
 from recjax import embedding
+from recjax import export
+from recjax import input as input_lib
+from recjax import losses
+from recjax import metrics as metrics_lib
 from recjax import movielens
 from recjax import retrieval
+from recjax import sharding
+from recjax import tasks
+from recjax import tower_export
+from recjax import train
+from recjax.errors import ConfigError
 from recjax.models import dssm
 from recjax.models import sasrec
+from tests.conftest import ROOT
 
 B, L, D = 4, 6, 8
 HAVE_MOVIELENS = (movielens.SOURCE / movielens.RATINGS).exists()
@@ -183,3 +195,127 @@ def test_movielens_leave_one_out_files(tmp_path):
   assert (tmp_path / "eval.csv").stat().st_mtime_ns == stamp
   movielens.prepare(tmp_path, max_len=5, num_negatives=20, max_users=6, seed=1)
   assert _csv(paths["eval.csv"])[0]["negatives"] != evals[0]["negatives"]
+
+
+# ---- retrieval task kinds -------------------------------------------------------------------
+
+def test_log_q_is_the_log_frequency_of_each_rows_item():
+  q = tasks.log_q(np.array(["a", "b", "a", "c", "a", "b"], object))
+  np.testing.assert_allclose(q, np.log([3, 2, 3, 1, 3, 2]) - np.log(6), rtol=1e-6)
+
+
+def _retrieval_task(loss="in_batch_softmax", **extra):
+  return tasks.TaskSpec("match", label="item" if loss == "in_batch_softmax" else "",
+                        loss=loss, item_feature="item_id", temperature=0.5, **extra)
+
+
+def test_in_batch_softmax_kind_reads_user_item_ids_log_q_and_weights():
+  task = _retrieval_task()
+  u, v = _normal(0, B, D), _normal(1, B, D)
+  ids = jnp.array([[3], [5], [3], [7]])
+  batch = {"ids": {"item_id": ids}, "labels": {"match": _normal(2, B)},
+           "loss_weights": {"match": jnp.array([1.0, 1.0, 0.0, 1.0])}}
+  got = tasks.example_losses(task, {"user": u, "item": v, "match": jnp.sum(u * v, -1)}, batch)
+  expected = losses.in_batch_softmax(u, v, ids[:, 0], batch["labels"]["match"], 0.5,
+                                     batch["loss_weights"]["match"])
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  # by hand for row 0: columns 1 and 3 are negatives (row 2 holds the same item, row 2 is out)
+  logits = (u @ v.T) / 0.5 - batch["labels"]["match"][None]
+  row = logits[0, jnp.array([0, 1, 3])]
+  np.testing.assert_allclose(got[0], jax.nn.logsumexp(row) - row[0], rtol=1e-5)
+
+
+def test_sampled_softmax_kind_scores_the_positive_against_the_negatives_output():
+  task = _retrieval_task("sampled_softmax")
+  u, v, negatives = _normal(0, B, D), _normal(1, B, D), _normal(2, B, 5, D)
+  got = tasks.example_losses(task, {"user": u, "item": v, "negatives": negatives}, {})
+  logits = jnp.concatenate([jnp.sum(u * v, -1)[:, None],
+                            jnp.einsum("bd,bnd->bn", u, negatives)], 1) / 0.5
+  np.testing.assert_allclose(got, jax.nn.logsumexp(logits, 1) - logits[:, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(loss="in_batch_softmax", label="item"), "tasks.t.item_feature: a 'in_batch_softmax'"),
+    (dict(loss="in_batch_softmax", item_feature="i"), "tasks.t.label: .* positive item"),
+    (dict(loss="binary", label="y", item_feature="i"), "tasks.t: item_feature and retrieval"),
+    (dict(loss="in_batch_softmax", label="item", item_feature="i", temperature=0.0),
+     "tasks.t.temperature: 0.0 is not positive"),
+    (dict(loss="in_batch_softmax", label="item", item_feature="i",
+          retrieval=dict(corpus=("c.csv",), item_key="item", k=3)), "tasks.t.retrieval: .*'k'"),
+    (dict(loss="in_batch_softmax", label="item", item_feature="i",
+          retrieval=dict(corpus=("c.csv",))), "retrieval: corpus .* and item_key"),
+])
+def test_retrieval_task_config_errors_name_the_key(fields, message):
+  with pytest.raises(ConfigError, match=message):
+    tasks.TaskSpec("t", **fields)
+
+
+# ---- the MovieLens configs: 3 steps, evaluate, export both towers, serve --------------------
+
+def _columns(path, names):
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  return {n: np.array([r[n] for r in rows], object) for n in names}
+
+
+def _tiny_experiment(name, paths, tmp_path):
+  config = config_lib.load(str(ROOT / "configs" / f"movielens_{name}.py") + ":smoke")
+  task = next(iter(config.tasks))
+  for item in (f"data.train=('{paths['train.csv']}',)", f"data.eval=('{paths['eval.csv']}',)",
+               f"tasks.{task}.retrieval.corpus=('{paths['items.csv']}',)",
+               "features.history.max_len=10", "train.steps=3", "train.batch_size=64",
+               "train.eval_batch_size=512", "train.progress_bar=False",
+               "train.checkpoint_every=1000"):
+    config_lib.override(config, item)
+  return config_lib.experiment(config)
+
+
+@needs_movielens
+@pytest.mark.parametrize("name", ["sasrec", "dssm"])
+def test_movielens_config_trains_evaluates_and_exports_its_towers(name, tmp_path):
+  paths = movielens.prepare(tmp_path / "data", max_len=10, max_users=8, max_per_user=40)
+  experiment = _tiny_experiment(name, paths, tmp_path)
+  assert type(experiment.model).__name__ == {"sasrec": "SASRec", "dssm": "DSSM"}[name]
+  # the whole model's export (the pair's score) is the generic one, tested in test_models;
+  # here the two towers, exported from the trained state
+  summary = train.train_and_evaluate(experiment, tmp_path / "run", run_export=False)
+  metrics = summary["eval"]
+  rows = sum(min(len(s), 40) - 2 for s in _raw_sequences(8).values())
+  assert summary["steps"] == 3 and summary["train_rows"] == rows
+  assert metrics["examples"] == 8 and metrics["corpus"] == 3883
+  for key in ("hr@10", "ndcg@10", "recall@10", "recall@50", "full_ndcg@50"):
+    assert 0.0 <= metrics[key] <= 1.0
+
+  mesh = sharding.make_mesh()
+  state = train.restore_state(experiment, tmp_path / "run", mesh)
+  spec = experiment.tasks[0].retrieval
+  exported = tower_export.export_towers(experiment, state, tmp_path / "export")
+  vectors = {}
+  for tower, path in (("user", paths["eval.csv"]), ("item", paths["items.csv"])):
+    features, _, _ = retrieval.tower_parts(experiment, tower)
+    names = sorted({c for f in features for c in f.columns})
+    raw = _columns(path, names)
+    jax_vectors = np.asarray(retrieval.embed(experiment, state, tower, raw, 512))
+    serve = tf.saved_model.load(exported[f"{tower}_tower"]).signatures[export.SIGNATURE]
+    assert set(serve.structured_input_signature[1]) == set(names)    # its own columns only
+    tf_vectors = serve(**{c: tf.constant(v.astype(str)) for c, v in raw.items()})[
+        tower_export.OUTPUT].numpy()
+    assert tf_vectors.shape == jax_vectors.shape and tf_vectors.shape[1] > 1
+    assert np.max(np.abs(tf_vectors - jax_vectors)) <= 1e-5
+    vectors[tower] = tf_vectors.astype(np.float64)
+
+  # the evaluation's figures, recomputed from the served vectors with numpy
+  evals = _columns(paths["eval.csv"], ["movie_id", "negatives", "seen"])
+  index = {m: i for i, m in enumerate(_columns(paths["items.csv"], ["movie_id"])["movie_id"])}
+  target = np.array([index[m] for m in evals["movie_id"]])
+  scores = vectors["user"] @ vectors["item"].T
+  candidates = np.array([[t] + [index[m] for m in n.split("|")]
+                         for t, n in zip(target, evals["negatives"])])
+  sampled = metrics_lib.ranking_metrics(np.take_along_axis(scores, candidates, 1), (10,))
+  for key in ("hr@10", "ndcg@10"):
+    assert metrics[key] == pytest.approx(sampled[key], abs=1e-9)
+  for row, seen in enumerate(evals["seen"]):
+    scores[row, [index[m] for m in seen.split("|")]] = -np.inf
+  top = np.argsort(-scores, axis=1, kind="stable")[:, :50]
+  assert metrics["recall@50"] == pytest.approx(metrics_lib.recall_at_k(top, target), abs=1e-9)
+  assert spec.full_ks == (10, 50)
