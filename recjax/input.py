@@ -107,20 +107,39 @@ def _load_piece(experiment, piece: pieces_lib.Piece, needed, numeric, with_label
   return _transform(experiment, read, numeric, with_labels, tally), tally
 
 
+_POOL = {}        # {workers: the pool}: at most one at a time
+
+
+def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """`workers` processes started by a fork server (JAX's and TensorFlow's threads do not
+  survive a plain fork). The server imports the main script and recjax once, and the pool
+  stays up for the process's later splits (eval, the next day's data), so only the first
+  split pays for starting it. (As with any multiprocessing, a script that loads a split with
+  workers needs the `if __name__ == "__main__":` guard.)"""
+  if workers not in _POOL:
+    for pool in _POOL.values():
+      pool.shutdown(wait=False, cancel_futures=True)
+    _POOL.clear()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "recjax.input"])
+    _POOL[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+  return _POOL[workers]
+
+
 def _map_pieces(function, pieces: list, workers: int) -> list:
-  """`function` over the pieces, in order: in this process, or in `workers` processes started
-  by a fork server (JAX's and TensorFlow's threads do not survive a plain fork; the server
-  imports recjax once, so a worker starts in a fraction of a second). The first piece's
-  error, in source order, is raised."""
+  """`function` over the pieces, in order, in this process or in `workers` worker processes;
+  the first piece's error, in source order, is raised."""
   if workers <= 1 or len(pieces) <= 1:
     return [function(p) for p in pieces]
-  context = multiprocessing.get_context("forkserver")
-  context.set_forkserver_preload(["recjax.input"])
-  pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(pieces)), mp_context=context)
+  futures = [_pool(workers).submit(function, p) for p in pieces]
   try:
-    return list(pool.map(function, pieces))
+    return [f.result() for f in futures]
+  except concurrent.futures.process.BrokenProcessPool:
+    _POOL.clear()                   # a worker died (e.g. out of memory): start afresh next time
+    raise
   finally:
-    pool.shutdown(wait=True, cancel_futures=True)
+    for f in futures:
+      f.cancel()
 
 
 _GROUPS = "_groups"     # raw grouping values of a part, coded once the parts are joined

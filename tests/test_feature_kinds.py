@@ -501,3 +501,62 @@ def test_features_pickle_after_their_eager_tables_are_built():
   copy = pickle.loads(pickle.dumps(f))        # as an input worker process receives it
   assert copy == f
   np.testing.assert_array_equal(copy.apply(columns, features.Problems())["ids"], before)
+
+
+# ---------------------------------------------------------------- bad rows under "skip"
+
+def _seq(items, cats):
+  return {"hist_item": _objects(items), "hist_cat": _objects(cats)}
+
+
+SKIPPED = {   # kind: (features, columns, {bad row: reason})
+    "identity": ((features.IdentityFeature("n", column="n", num_buckets=1000),),
+                 {"n": _objects(["1", "a", "2", "1000", "", "2.5", "7"])},
+                 {1: "not_a_number", 3: "id_out_of_range", 4: "empty_value",
+                  5: "id_out_of_range"}),
+    "identity_default": ((features.IdentityFeature("n", column="n", num_buckets=10,
+                                                   out_of_range="default"),),
+                         {"n": _objects(["1", "2.5", "", "99"])}, {1: "id_out_of_range"}),
+    "numeric_dim": ((features.NumericFeature("v", column="v", dim=3),),
+                    {"v": _objects(["1|2|3", "1|2", "4|x|6", "7|8|9", "1|2|3|4"])},
+                    {1: "wrong_value_count", 2: "not_a_number", 4: "wrong_value_count"}),
+    "numeric_non_finite": ((features.NumericFeature("x", column="x", log1p=True),),
+                           {"x": np.array([1.0, -2.0, 3.0])}, {1: "nan_or_inf"}),
+    "tag": ((features.TagFeature("t", column="t", max_len=2, weighted=True,
+                                 hash_bucket_size=10),),
+            {"t": _objects(["a:1", "b:x|c:1", "c:inf", "d:2|e"])},
+            {1: "not_a_number", 2: "nan_or_inf"}),
+    "sequence": ((features.SequenceFeature("hist_item", max_len=3, hash_bucket_size=50),
+                  features.SequenceFeature("hist_cat", max_len=3, hash_bucket_size=9,
+                                           aligned_with="hist_item")),
+                 _seq(["i1|i2", "i3", "", "i4|i5|i6|i7"], ["c1|c2", "c3|c4", "", "a|b|c|d"]),
+                 {1: "misaligned_sequence"}),
+    "lookup": ((features.LookupFeature("clicks", map_column="m", key_column="k"),),
+               {"m": _objects(["a:1", "news", "a:x|b:2", "b:3"]),
+                "k": _objects(["a", "news", "b", "b"])},
+               {1: "bad_map_entry", 2: "not_a_number"}),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", list(SKIPPED))
+def test_transform_reports_bad_rows_as_masks_and_good_rows_transform_as_alone(kind):
+  feats, columns, bad = SKIPPED[kind]
+  n = len(next(iter(columns.values())))
+  found = features.Problems(lambda row: f"day.csv:{row + 2}", collect=True)
+  out = features.transform(feats, columns, problems=found)
+  masks = {}
+  for problem in found.found:
+    masks.setdefault(problem.reason, np.zeros(n, bool))
+    masks[problem.reason] |= problem.mask
+    assert f"{problem.message(int(np.argmax(problem.mask)))}"
+  reported = {row: reason for reason, mask in masks.items() for row in np.flatnonzero(mask)}
+  assert reported == bad
+  good = np.setdiff1d(np.arange(n), list(bad))
+  alone = features.transform(feats, {c: v[good] for c, v in columns.items()})
+  for key in ("ids", "weights"):
+    for name in alone[key]:
+      np.testing.assert_array_equal(out[key][name][good], alone[key][name])
+  np.testing.assert_array_equal(out["dense"][good], alone["dense"])
+  with pytest.raises(errors.DataError, match=rf"^day\.csv:{min(bad) + 2}: "):
+    features.transform(feats, columns, where=lambda row: f"day.csv:{row + 2}")

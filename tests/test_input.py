@@ -271,3 +271,130 @@ def test_eval_batches_cover_every_row_once_with_a_mask_on_padding():
   assert [int(b["mask"].sum()) for b in batches] == [10, 10, 5]
   ids = np.concatenate([b["ids"]["x"].ravel()[b["mask"] > 0] for b in batches])
   np.testing.assert_array_equal(ids, np.arange(25))
+
+
+# ---------------------------------------------------------------- workers
+
+def _long_rows(n=40, bad=None, sep=","):
+  """n rows, row 12's `b` a quoted field over many lines (so a cut by bytes would land in it);
+  `bad` = {row: line text} replaces rows."""
+  lines = []
+  for i in range(n):
+    b = '"q""\n' + "\n" * 30 + 'x"' if i == 12 else "xyz"[i % 3]
+    lines.append((bad or {}).get(i, sep.join([str(i), b, str(i * 0.5 - 3), str(i % 2)])))
+  return sep.join(["a", "b", "c", "label"]) + "\n" + "\n".join(lines) + "\n"
+
+
+def _sources(tmp_path):
+  """(experiment for `workers`) per source kind: a CSV with quoted newlines, a TSV without
+  quoting, Parquet in row groups of 7, and three CSV files."""
+  csv_path = _write(tmp_path / "t.csv", _long_rows())
+  tsv_path = _write(tmp_path / "t.tsv", _long_rows(sep="\t").replace('"q""\n' + "\n" * 30 + 'x"',
+                                                                       '"q"'))
+  table = pa.table({"a": np.arange(40.0), "b": list("xyz" * 14)[:40], "c": np.arange(40) * 0.5,
+                    "label": np.arange(40) % 2})
+  pq.write_table(table, tmp_path / "t.parquet", row_group_size=7)
+  for i in range(3):
+    _write(tmp_path / f"m{i}.csv", _long_rows(5 + i))
+  return {
+      "csv": lambda w: _experiment(csv_path, workers=w),
+      "tsv": lambda w: _experiment(tsv_path, delimiter="\t", quote_char="", workers=w),
+      "parquet": lambda w: _experiment(tmp_path / "t.parquet", fmt="parquet", workers=w),
+      "files": lambda w: _experiment(tmp_path / "m*.csv", workers=w)}
+
+
+def test_pieces_cut_csv_at_line_ends_outside_quotes_and_parquet_between_row_groups(tmp_path):
+  from recjax import pieces
+  sources = _sources(tmp_path)
+  text = (tmp_path / "t.csv").read_bytes()
+  spans = pieces.csv_spans(str(tmp_path / "t.csv"), True, '"', 3)
+  assert len(spans) == 3 and spans[0][0] == text.index(b"\n") + 1 and spans[-1][1] == len(text)
+  for start, stop in spans:
+    block = text[start:stop]
+    assert block.endswith(b"\n") and block.count(b'"') % 2 == 0
+  parquet = pieces.plan([str(tmp_path / "t.parquet")], sources["parquet"](3).data, 3)
+  assert [p.span for p in parquet] == [(0, 2), (2, 4), (4, 6)]          # 6 row groups
+  files = pieces.plan(sorted(map(str, tmp_path.glob("m*.csv"))), sources["files"](2).data, 2)
+  assert len(files) == 3                                                 # whole files
+
+
+@pytest.mark.parametrize("source", ["csv", "tsv", "parquet", "files"])
+def test_any_number_of_workers_gives_the_same_split_bitwise(tmp_path, source):
+  experiment = _sources(tmp_path)[source]
+  expected = input_lib.load_split(experiment(1), "train")
+  assert expected.rows == (15 + 3 if source == "files" else 40)
+  for workers in (2, 3):
+    got = input_lib.load_split(experiment(workers), "train")
+    assert got.rows == expected.rows
+    jax.tree.map(np.testing.assert_array_equal, got.arrays, expected.arrays)
+  if source == "csv":
+    np.testing.assert_array_equal(expected.arrays["ids"]["b"][12:14, 0], [2, 1])   # OOV, y
+
+
+def test_bad_rows_in_later_blocks_name_their_line_and_tallies_merge(tmp_path):
+  # row 12 spans lines 14-45 of the file; row 35 (line 68) falls in the last of 3 blocks
+  bad = {3: "3,x,1,0,9", 35: "35,y,oops,1"}
+  path = _write(tmp_path / "t.csv", _long_rows(bad={35: bad[35]}))
+  with pytest.raises(DataError, match=r"t.csv:68: column 'c' holds 'oops', which is not a num"):
+    input_lib.load_split(_experiment(path, workers=3), "train")
+  _write(path, _long_rows(bad=bad))
+  skip = dict(bad_rows="skip", max_bad_fraction=0.1)
+  splits = [input_lib.load_split(_experiment(path, workers=w, **skip), "train") for w in (1, 3)]
+  for split in splits:
+    assert split.bad_rows == {"not_a_number": 1, "wrong_field_count": 1} and split.rows == 38
+  jax.tree.map(np.testing.assert_array_equal, splits[0].arrays, splits[1].arrays)
+  with pytest.raises(DataError, match=r"2 of 40 rows are bad .* the first: .*t.csv:5: expected 4 "
+                                      r"fields, found 5"):
+    input_lib.load_split(_experiment(path, workers=3, bad_rows="skip", max_bad_fraction=0.04),
+                         "train")
+
+
+def test_a_transform_error_in_a_later_block_names_its_line(tmp_path):
+  rows = "".join(f"{i % 10},{i},{i % 2}\n" for i in range(30)).replace("\n7,27,", "\n77,27,")
+  path = _write(tmp_path / "t.csv", "user,c,label\n" + rows)
+  with pytest.raises(DataError, match=r"t.csv:29: column 'user' holds '77', which is not an id"):
+    input_lib.load_split(_identity_experiment(path, workers=2), "train")
+
+
+def test_workers_must_not_be_negative(tmp_path):
+  with pytest.raises(Exception, match=r"data.workers: -1 is not 0 or more"):
+    _experiment(_write(tmp_path / "t.csv", ROWS), workers=-1)
+
+
+def test_skip_checks_identity_ids_with_the_features_own_parsing(tmp_path):
+  # " 2" and "0x5" parse as TF's to_number reads them, as in serving; "1e3" is out of range
+  values = ["1.0", " 2", "1e3", "-0", "3.5", "", "0x5"]
+  path = _write(tmp_path / "t.csv", "user,c,label\n" + "".join(f"{v},1,0\n" for v in values))
+  split = input_lib.load_split(_identity_experiment(path, bad_rows="skip", max_bad_fraction=0.5),
+                               "train")
+  assert split.bad_rows == {"id_out_of_range": 2, "empty_value": 1}
+  np.testing.assert_array_equal(split.arrays["ids"]["user"][:, 0], [1, 2, 0, 5])
+  for line, value in enumerate(values, 2):      # "error" stops at exactly the skipped rows
+    one = _write(tmp_path / "one.csv", f"user,c,label\n{value},1,0\n")
+    if value in ("1e3", "3.5", ""):
+      with pytest.raises(DataError, match=rf"one.csv:2: column 'user' holds {value!r}"):
+        input_lib.load_split(_identity_experiment(one), "train")
+    else:
+      input_lib.load_split(_identity_experiment(one), "train")
+
+
+def _tag_experiment(path, fraction):
+  config = ml_collections.ConfigDict()
+  config.data = dict(train=(str(path),), bad_rows="skip", max_bad_fraction=fraction)
+  config.label = dict(column="label")
+  config.features = dict(t=dict(kind="tag", max_len=2, weighted=True, hash_bucket_size=10),
+                         v=dict(kind="numeric", dim=2))
+  config.groups = dict(deep=dict(features=("t",), dim=4))
+  config.model = dict(name="deepfm", first_order_group="deep", fm_group="deep")
+  return config_lib.experiment(config)
+
+
+def test_skip_drops_rows_a_feature_transform_rejects(tmp_path):
+  path = _write(tmp_path / "t.csv", "t,v,label\na:1,1|2,1\nb:x,3|4,0\nc:2,5,1\nd:1,6|7,0\n")
+  split = input_lib.load_split(_tag_experiment(path, 0.5), "train")
+  assert split.bad_rows == {"not_a_number": 1, "wrong_value_count": 1}
+  np.testing.assert_array_equal(split.arrays["dense"], [[1, 2], [6, 7]])
+  np.testing.assert_array_equal(split.arrays["labels"]["label"], [1, 0])
+  with pytest.raises(DataError, match=r"1 not_a_number, 1 wrong_value_count.*the first: .*t.csv:3: "
+                                      r"column 't' holds 'b:x', whose weight 'x' is not a number"):
+    input_lib.load_split(_tag_experiment(path, 0.4), "train")
