@@ -3,11 +3,13 @@
 Every source ends in the same form, so the feature transforms cannot tell them apart: numeric
 columns as float64 arrays, every other column as an object array of str (a number in a
 string column reads as its text, "7"; a TFRecord list as its values joined with "|").
-pyarrow parses CSV and Parquet in C++ on whole files; TFRecords are parsed in blocks by
-`tf.io.parse_example`.
+pyarrow parses CSV and Parquet in C++ on whole files, or on the piece of one that an input
+worker reads (a CSV byte range, Parquet row groups: `pieces`); TFRecords are parsed in blocks
+by `tf.io.parse_example`. A CSV with a `quote_char` may hold newlines in quoted fields.
 
 Rows that cannot be read are found here, by reason, with a message naming the file and line
-(CSV), row (Parquet, synthetic) or record (TFRecord); `bad_rows` decides whether they stop
+(CSV: its line in the whole file, also from a piece), row (Parquet, synthetic) or record
+(TFRecord); `bad_rows` decides whether they stop
 the run or are counted and skipped. A missing column is always an error.
 """
 
