@@ -30,6 +30,7 @@ from recjax import tasks
 from recjax import tower_export
 from recjax import train
 from recjax.errors import ConfigError
+from recjax.models import TINY
 from recjax.models import dssm
 from recjax.models import sasrec
 from tests.conftest import ROOT
@@ -90,18 +91,19 @@ def test_sasrec_ignores_padding_and_reads_the_last_real_position():
   model = sasrec.SASRec(num_blocks=2, num_heads=2)
   embedded, mask = _sasrec_inputs(0)
   params = model.init(jax.random.key(0), embedded, jnp.zeros((B, 0)))
-  out = model.apply(params, embedded, jnp.zeros((B, 0)))
+  apply = jax.jit(lambda e: model.apply(params, e, None))
+  out = apply(embedded)
   assert out["user"].shape == (B, D)
   np.testing.assert_array_equal(out["item"], embedded["item"][:, 0])  # the item embedding itself
   np.testing.assert_allclose(out["next_item"], jnp.sum(out["user"] * out["item"], -1), rtol=1e-5)
   # garbage at padded positions changes nothing
   noisy = {**embedded, "history": embedded["history"]
            + _normal(5, B, 1, L, D) * (1 - mask)[:, None, :, None]}
-  np.testing.assert_allclose(model.apply(params, noisy, None)["user"], out["user"], atol=1e-6)
+  np.testing.assert_allclose(apply(noisy)["user"], out["user"], atol=1e-6)
   # every real position matters, the most recent one too
   for position in (0, 2):
     changed = embedded["history"].at[0, 0, position].add(_normal(6, D))
-    moved = model.apply(params, {**embedded, "history": changed}, None)["user"]
+    moved = apply({**embedded, "history": changed})["user"]
     assert float(jnp.abs(moved[0] - out["user"][0]).max()) > 1e-3
     np.testing.assert_allclose(moved[1:], out["user"][1:], atol=1e-6)
 
@@ -111,15 +113,14 @@ def test_sasrec_attention_is_causal():
   encoder = sasrec.SequenceEncoder(num_blocks=2, num_heads=1, ffn_dim=8)
   x = _normal(3, 1, L, D)
   params = encoder.init(jax.random.key(1), x, jnp.ones((1, L)))
+  apply = jax.jit(lambda x, mask: encoder.apply(params, x, mask))
   count = 4
   cut = (jnp.arange(L) < count).astype(jnp.float32)[None]
   later = x.at[0, count:].add(_normal(4, L - count, D))
-  np.testing.assert_allclose(encoder.apply(params, later, cut), encoder.apply(params, x, cut),
-                             atol=1e-6)
+  np.testing.assert_allclose(apply(later, cut), apply(x, cut), atol=1e-6)
   # ... while the causal blocks let position t read the earlier positions
   earlier = x.at[0, 0].add(_normal(5, D))
-  assert float(jnp.abs(encoder.apply(params, earlier, cut)
-                       - encoder.apply(params, x, cut)).max()) > 1e-3
+  assert float(jnp.abs(apply(earlier, cut) - apply(x, cut)).max()) > 1e-3
 
 
 def test_sasrec_rejects_a_pooled_history():
@@ -267,6 +268,10 @@ def _tiny_experiment(name, paths, tmp_path):
                "train.eval_batch_size=512", "train.progress_bar=False",
                "train.checkpoint_every=1000"):
     config_lib.override(config, item)
+  with config.unlocked():
+    config.model.update(TINY[name].keywords)         # the tiny preset, the config's wiring
+    for group in config.groups.values():
+      group.dim = 8
   return config_lib.experiment(config)
 
 
@@ -275,7 +280,9 @@ def _tiny_experiment(name, paths, tmp_path):
 def test_movielens_config_trains_evaluates_and_exports_its_towers(name, tmp_path):
   paths = movielens.prepare(tmp_path / "data", max_len=10, max_users=8, max_per_user=40)
   experiment = _tiny_experiment(name, paths, tmp_path)
-  assert type(experiment.model).__name__ == {"sasrec": "SASRec", "dssm": "DSSM"}[name]
+  preset = TINY[name]
+  assert isinstance(experiment.model, preset.func)
+  assert all(getattr(experiment.model, k) == v for k, v in preset.keywords.items())
   # the whole model's export (the pair's score) is the generic one, tested in test_models;
   # here the two towers, exported from the trained state
   summary = train.train_and_evaluate(experiment, tmp_path / "run", run_export=False)
