@@ -22,6 +22,7 @@ turns keys into corpus rows.
 
 import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ from recjax import features as features_lib
 from recjax import input as input_lib
 from recjax import metrics as metrics_lib
 from recjax import readers
-from recjax.errors import ConfigError, DataError
+from recjax.errors import ConfigError, DataError, RecjaxError
 
 USER, ITEM = "user", "item"
 
@@ -105,7 +106,7 @@ def embed(experiment, state, tower: str, columns: dict, batch_size: int,
   return jnp.concatenate(out)
 
 
-def _read(files, data, columns) -> tuple[dict, callable]:
+def _read(files, data, columns) -> tuple[dict, Callable[[int], str]]:
   """The raw columns of every file (all strings), and where(row) naming a row's file/line."""
   parts, wheres, starts = [], [], [0]
   for path in input_lib.resolve_files(files, "retrieval"):
@@ -234,6 +235,9 @@ def evaluate_tasks(experiment, state) -> dict:
   out = {}
   for task in experiment.tasks:
     if task.kind.retrieval and task.retrieval is not None:
+      if jax.process_count() > 1:
+        raise RecjaxError(f"tasks.{task.name}.retrieval: retrieval evaluation runs in one "
+                          "process; evaluate the checkpoint with `recjax evaluate` on one host")
       prefix = "" if len(experiment.tasks) == 1 else f"{task.name}/"
       out |= {f"{prefix}{k}": v for k, v in evaluate(experiment, state, task.retrieval).items()}
   return out
