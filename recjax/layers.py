@@ -57,7 +57,17 @@ class FirstOrder(nn.Module):
   def __call__(self, weights, dense):
     if weights.shape[-1] != 1:
       raise ValueError(f"a first-order group must have dim 1, got dim {weights.shape[-1]}")
-    return jnp.sum(weights, (1, 2)) + nn.Dense(1, name="dense")(dense)[:, 0]
+    return jnp.sum(weights, (1, 2)) + linear(self, dense, "dense")
+
+
+def linear(module: nn.Module, dense, name: str):
+  """w.x + b of the numeric features [B, N] -> [B], a Dense layer `name` of `module`; with no
+  numeric features (N = 0) only the bias b, a param `name`_bias (Orbax cannot save a [0, 1]
+  kernel, and lecun-normal divides by the fan-in)."""
+  if dense.shape[-1]:
+    return nn.Dense(1, name=name, parent=module)(dense)[:, 0]
+  return jnp.broadcast_to(module.param(f"{name}_bias", nn.initializers.zeros, (1,)),
+                          dense.shape[:1])
 
 
 def flatten(x):

@@ -22,7 +22,7 @@ class DeepFM(nn.Module):
   @nn.compact
   def __call__(self, embedded, dense):
     first = embedded[self.first_order_group]
-    first_logit = jnp.sum(first, (1, 2)) + nn.Dense(1, name="first_order_dense")(dense)[:, 0]
+    first_logit = jnp.sum(first, (1, 2)) + layers.linear(self, dense, "first_order_dense")
     fields = embedded[self.fm_group]
     fm_logit = layers.FM(name="interaction")(fields)
     deep_in = jnp.concatenate([fields.reshape(dense.shape[0], -1), dense], -1)
