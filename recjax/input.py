@@ -2,15 +2,17 @@
 
 A split is read (`readers`: CSV/TSV, Parquet, TFRecord, synthetic) and transformed once,
 column by column (vectorised numpy, the same hashing op as the SavedModel), into int32 ids,
-float32 dense values and labels. Training batches are a Grain `MapDataset` over batch
-indices: batch i of epoch e gathers rows `permutation(seed, e)[i*B:(i+1)*B]`, so one element
-is a whole numpy batch (no per-row Python) and the iterator state saved with a checkpoint
-resumes at exactly the next batch.
+float32 dense values and labels; with `data.workers` > 1, worker processes each take pieces of
+the files (`pieces`) and the parts join in source order, the same split for any worker count.
+Training batches are a Grain `MapDataset` over batch indices: batch i of epoch e gathers rows
+`permutation(seed, e)[i*B:(i+1)*B]`, so one element is a whole numpy batch (no per-row
+Python) and the iterator state saved with a checkpoint resumes at exactly the next batch.
 
 Bad input never passes silently: a missing file or column is an error naming it, and a bad row
 (wrong field count, a number that is unparsable, missing, NaN or infinite, an id out of range,
-a label other than 0/1) either stops the run naming its file and line or is counted and
-skipped, as `data.bad_rows` says (`bad_rows`). The counts are the split's `bad_rows`.
+a label other than 0/1, a value a feature's transform rejects) either stops the run naming its
+file and line or is counted and skipped, as `data.bad_rows` says (`bad_rows`). The counts,
+merged over the workers' parts, are the split's `bad_rows`.
 """
 
 import concurrent.futures

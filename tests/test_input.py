@@ -1,4 +1,6 @@
-"""Input: CSV/TSV, Parquet and TFRecord sources, the bad-row policy, sharding, exact resume."""
+"""Input: CSV/TSV, Parquet and TFRecord sources, the bad-row policy (with the transforms' own
+bad values), sharding, parse-and-transform workers (the same split for any count), exact
+resume."""
 
 import dataclasses
 import gzip
