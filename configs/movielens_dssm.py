@@ -21,9 +21,8 @@ def get_config(arg=None):
   if arg not in (None, "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; valid: smoke")
   smoke = arg == "smoke"
-  paths = movielens.prepare(movielens.work_dir("smoke" if smoke else "full"), max_len=MAX_LEN,
-                            max_users=40 if smoke else 0)
-  vocabulary = paths["movie_ids.txt"]
+  paths = movielens.files("smoke" if smoke else "full", max_len=MAX_LEN,
+                          max_users=40 if smoke else 0)
   config = ml_collections.ConfigDict()
   config.data = dict(format="csv", train=(paths["train.csv"],), eval=(paths["eval.csv"],))
   config.tasks = dict(match=dict(
@@ -36,8 +35,8 @@ def get_config(arg=None):
       age=dict(kind="id", vocabulary=("1", "18", "25", "35", "45", "50", "56")),
       occupation=dict(kind="identity", num_buckets=21),
       zip=dict(kind="id", hash_bucket_size=4096),
-      history=dict(kind="sequence", max_len=MAX_LEN, vocabulary_file=vocabulary),
-      movie_id=dict(kind="id", vocabulary_file=vocabulary),
+      history=dict(kind="sequence", max_len=MAX_LEN, vocabulary=movielens.MOVIE_IDS),
+      movie_id=dict(kind="id", vocabulary=movielens.MOVIE_IDS),
       genres=dict(kind="tag", max_len=6, vocabulary=movielens.GENRES),
       year=dict(kind="id", hash_bucket_size=128),
   )

@@ -21,9 +21,8 @@ def get_config(arg=None):
   if arg not in (None, "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; valid: smoke")
   smoke = arg == "smoke"
-  paths = movielens.prepare(movielens.work_dir("smoke" if smoke else "full"), max_len=MAX_LEN,
-                            max_users=40 if smoke else 0)
-  vocabulary = paths["movie_ids.txt"]
+  paths = movielens.files("smoke" if smoke else "full", max_len=MAX_LEN,
+                          max_users=40 if smoke else 0)
   config = ml_collections.ConfigDict()
   config.data = dict(format="csv", train=(paths["train.csv"],), eval=(paths["eval.csv"],))
   config.tasks = dict(next_item=dict(
@@ -31,8 +30,9 @@ def get_config(arg=None):
       retrieval=dict(corpus=(paths["items.csv"],), item_key="movie_id",
                      candidates="negatives", seen="seen", sampled_ks=(10,), full_ks=(10, 50))))
   config.features = dict(
-      history=dict(kind="sequence", max_len=MAX_LEN, vocabulary_file=vocabulary, table="movie"),
-      movie_id=dict(kind="id", vocabulary_file=vocabulary, table="movie"),
+      history=dict(kind="sequence", max_len=MAX_LEN, vocabulary=movielens.MOVIE_IDS,
+                   table="movie"),
+      movie_id=dict(kind="id", vocabulary=movielens.MOVIE_IDS, table="movie"),
   )
   # the target item reads the history's table: one item embedding, as in the paper
   config.groups = dict(

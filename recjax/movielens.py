@@ -40,8 +40,23 @@ GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "
           "Thriller", "War", "Western")
 
 
+# ML-1M's MovieIDs lie in 1..3952 (its README): a vocabulary that needs no file, so that a
+# config validates where the data is absent
+MOVIE_IDS = tuple(str(i) for i in range(1, 3953))
+
+
 def work_dir(variant: str) -> pathlib.Path:
   return pathlib.Path(tempfile.gettempdir()) / "recjax_movielens" / variant
+
+
+def files(variant: str, **options) -> dict[str, str]:
+  """The paths of a work directory's files, written first (`prepare`) when the MovieLens
+  source is there; where it is absent the paths are returned as they are, so that a config
+  still validates and training names the missing file."""
+  out = work_dir(variant)
+  if (SOURCE / RATINGS).exists():
+    return prepare(out, **options)
+  return {name: str(out / name) for name in ("train.csv", "eval.csv", "items.csv")}
 
 
 def _lines(path: pathlib.Path):
@@ -104,15 +119,14 @@ def _write(path: pathlib.Path, columns, rows) -> None:
 def prepare(out: str | os.PathLike | None = None, *, source: str | os.PathLike | None = None,
             max_len: int = 50, num_negatives: int = 100, seed: int = 0, max_users: int = 0,
             max_per_user: int = 0) -> dict[str, str]:
-  """Writes train.csv, eval.csv, items.csv (the corpus: every movie of movies.dat) and
-  movie_ids.txt (the movie-id vocabulary) into `out`; returns their paths. `max_users` and
-  `max_per_user` (the first ratings in time) shrink the data for smoke runs and tests."""
+  """Writes train.csv, eval.csv and items.csv (the corpus: every movie of movies.dat) into
+  `out`; returns their paths. `max_users` and `max_per_user` (the first ratings in time)
+  shrink the data for smoke runs and tests."""
   source = pathlib.Path(source) if source else SOURCE
   out = pathlib.Path(out) if out else work_dir("full")
   params = {"source": str(source), "max_len": max_len, "num_negatives": num_negatives,
-            "seed": seed, "max_users": max_users, "max_per_user": max_per_user, "version": 1}
-  paths = {name: str(out / name) for name in ("train.csv", "eval.csv", "items.csv",
-                                               "movie_ids.txt")}
+            "seed": seed, "max_users": max_users, "max_per_user": max_per_user, "version": 2}
+  paths = {name: str(out / name) for name in ("train.csv", "eval.csv", "items.csv")}
   meta = out / "meta.json"
   if meta.exists() and json.loads(meta.read_text()) == params:
     return paths
@@ -145,6 +159,5 @@ def prepare(out: str | os.PathLike | None = None, *, source: str | os.PathLike |
   _write(out / "train.csv", COLUMNS, train)
   _write(out / "eval.csv", EVAL_COLUMNS, evals)
   _write(out / "items.csv", ITEM_COLUMNS, [(m, *movies[m]) for m in movies])
-  (out / "movie_ids.txt").write_text("".join(f"{m}\n" for m in movies))
   meta.write_text(json.dumps(params))
   return paths

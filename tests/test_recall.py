@@ -174,8 +174,8 @@ def test_movielens_leave_one_out_files(tmp_path):
   paths = movielens.prepare(tmp_path, max_len=5, num_negatives=20, max_users=6)
   sequences = _raw_sequences(6)
   train, evals = _csv(paths["train.csv"]), _csv(paths["eval.csv"])
-  movies = [line.strip() for line in open(paths["movie_ids.txt"])]
-  assert len(movies) == 3883 and len(_csv(paths["items.csv"])) == 3883
+  movies = [r["movie_id"] for r in _csv(paths["items.csv"])]
+  assert len(movies) == 3883 and set(movies) <= set(movielens.MOVIE_IDS)
   assert len(train) == sum(len(s) - 2 for s in sequences.values())
   assert [e["user_id"] for e in evals] == list(sequences)
   for row in evals:
