@@ -8,6 +8,10 @@ on (user before t, movie at t) rows; evaluated by full-corpus retrieval over all
 movies (recall@50, the user's train movies excluded) and by HR@10 / NDCG@10 against the same
 100 sampled negatives as SASRec. Loading the config writes the leave-one-out files once
 (`recjax.movielens`, outside the repository). `:smoke` uses 40 users and trains 30 steps.
+
+Measured (seed 0, 2 busy CPU cores): 6 epochs (5,640 steps, about 5 minutes) reach
+recall@50 0.431 (recall@10 0.175) over the full corpus and HR@10 0.767 / NDCG@10 0.526
+against the sampled negatives; 1 epoch 0.325, 3 epochs 0.390.
 """
 
 import ml_collections
@@ -46,7 +50,7 @@ def get_config(arg=None):
       item=dict(features=("movie_id", "genres", "year"), dim=32, combiner="mean"))
   config.model = dict(name="dssm", user_groups=("user", "watched"), item_groups=("item",),
                       dense_tower="none", hidden=(256,), dim=64)
-  config.train = dict(batch_size=512, epochs=2, eval_batch_size=1024, seed=0, log_every=200,
+  config.train = dict(batch_size=512, epochs=6, eval_batch_size=1024, seed=0, log_every=200,
                       checkpoint_every=2000, early_stop_metric="recall@50")
   config.optimizer = dict(
       dense=dict(name="adam", learning_rate=1e-3),
