@@ -17,7 +17,7 @@ user tower; its scores are dot products with the item vectors.
   `metrics.retrieval_metrics` (recall@k, and NDCG@k reported as full_ndcg@k).
 
 Everything heavy (lookup, towers, scoring, top-k) runs on the default device; the host only
-turns keys into corpus rows.
+turns keys into corpus rows. `dump` writes the corpus's vectors for a nearest-neighbour index.
 """
 
 import dataclasses
@@ -179,20 +179,34 @@ def _pad_rows(lists: list, fill: int) -> np.ndarray:
   return out
 
 
+def item_vectors(experiment, state, spec: RetrievalSpec) -> tuple[np.ndarray, jax.Array]:
+  """The corpus (files read with `data`'s format options) through the item tower: its keys
+  [M] and vectors [M, D] (on device); a key given twice is an error naming both rows."""
+  item_features, _, _ = tower_parts(experiment, ITEM)
+  item_columns = {c for f in item_features for c in f.columns} | {spec.item_key}
+  corpus, where = _read(spec.corpus, experiment.data, sorted(item_columns))
+  keys = corpus[spec.item_key]
+  first = {}
+  for row, key in enumerate(keys):
+    if first.setdefault(key, row) != row:
+      raise DataError(f"{where(row)}: item {key!r} is in the retrieval corpus twice "
+                      f"(first at {where(first[key])})")
+  return keys, embed(experiment, state, ITEM, corpus, experiment.train.eval_batch_size, where)
+
+
+def dump(experiment, state, spec: RetrievalSpec, path) -> None:
+  """The item-embedding dump for a nearest-neighbour index: an .npz of `keys` [M] (str) and
+  `vectors` [M, D] (float32)."""
+  keys, vectors = item_vectors(experiment, state, spec)
+  np.savez(path, keys=np.asarray(keys, str), vectors=np.asarray(vectors, np.float32))
+
+
 def evaluate(experiment, state, spec: RetrievalSpec, eval_files=None) -> dict:
   """HR@k / NDCG@k over [target + sampled candidates] and recall@k / NDCG@k over the full
   corpus for every row of the eval split (`data.eval`, or `eval_files`)."""
   data, batch_size = experiment.data, experiment.train.eval_batch_size
-  item_features, _, _ = tower_parts(experiment, ITEM)
-  item_columns = {c for f in item_features for c in f.columns} | {spec.item_key}
-  corpus, corpus_where = _read(spec.corpus, data, sorted(item_columns))
-  keys = corpus[spec.item_key]
-  index = {}
-  for row, key in enumerate(keys):
-    if index.setdefault(key, row) != row:
-      raise DataError(f"{corpus_where(row)}: item {key!r} is in the retrieval corpus twice "
-                      f"(first at {corpus_where(index[key])})")
-  items = embed(experiment, state, ITEM, corpus, batch_size, corpus_where)     # [M, D]
+  keys, items = item_vectors(experiment, state, spec)                        # [M], [M, D]
+  index = {key: row for row, key in enumerate(keys)}
 
   user_features, _, _ = tower_parts(experiment, USER)
   extra = [c for c in (spec.item_key, spec.candidates, spec.seen) if c]

@@ -310,6 +310,10 @@ def test_movielens_config_trains_evaluates_and_exports_its_towers(name, tmp_path
     assert tf_vectors.shape == jax_vectors.shape and tf_vectors.shape[1] > 1
     assert np.max(np.abs(tf_vectors - jax_vectors)) <= 1e-5
     vectors[tower] = tf_vectors.astype(np.float64)
+  retrieval.dump(experiment, state, spec, tmp_path / "items.npz")
+  dumped = np.load(tmp_path / "items.npz")
+  assert list(dumped["keys"]) == list(_columns(paths["items.csv"], ["movie_id"])["movie_id"])
+  assert np.max(np.abs(dumped["vectors"] - vectors["item"])) <= 1e-5
 
   # the evaluation's figures, recomputed from the served vectors with numpy
   evals = _columns(paths["eval.csv"], ["movie_id", "negatives", "seen"])
