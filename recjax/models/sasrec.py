@@ -4,12 +4,13 @@ The user tower reads the behaviour history (a sequence group, combiner "none": [
 and its mask; the F embeddings of a position, e.g. item and category, are summed), scales it
 by sqrt(D), adds positional embeddings and runs causal self-attention blocks; the output at
 the last real position is the user vector. The item tower is the item's embedding itself,
-read from the table of the history items (name the same `table` in both features), so a
-next-item score is the dot product of the two, as in the paper.
+read from the table of the history items (both features name one `table`, and the item's
+group reads it with `tables_from`), so a next-item score is the dot product of the two, as
+in the paper.
 
 Differences from the paper, on purpose: positions count back from the most recent item (the
-history is left-aligned with padding after it, and its length varies, so "0 = most recent"
-gives the same item the same position as the list grows), the blocks are pre-LayerNorm
+history is left-aligned with padding after it and its length varies; so the most recent item
+always has position 0, the one the user vector is read at), the blocks are pre-LayerNorm
 with no dropout, and training is one (history prefix, next item) row per position with an
 in-batch softmax and the log-Q correction (task kind `in_batch_softmax`) instead of the
 paper's binary cross-entropy against one random negative per position: the softmax over a
