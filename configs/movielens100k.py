@@ -11,9 +11,9 @@ about 3.53) is the first-order bias, a dense parameter whose Adam rate reaches i
 first epoch. Everything else is regularised by lazy L2 on the touched rows; with batches of
 1024 a user's or item's factors are decayed about once per step in which it occurs, so
 `weight_decay` x 1024 / 2 is the per-rating lambda of classic SGD matrix factorisation (about
-0.13 here). Figures (benchmarks/accuracy.py --only movielens100k:u1,fm; 3 seeds, about 10 s
-each on 2 CPU cores): u1 test RMSE median 0.914 (GC-MC reports 0.910); the u1-u5 mean is in
-the benchmark's summary line. The tuned DeepFM overfits these two fields (its MLP is not
+0.13 here). Figures (benchmarks/accuracy.py --ml100k; 3 seeds, about 10 s each on 2 CPU
+cores): u1 test RMSE median 0.916 (0.913-0.918; GC-MC reports 0.910, so u1 misses it), fold
+medians u2 0.909, u3 0.900, u4 0.905, u5 0.907, u1-u5 mean 0.907. The tuned DeepFM overfits these two fields (its MLP is not
 regularised): it is here to run, not to beat the FM.
 
 The files are read in place (the data may not be redistributed). `smoke` trains 20 steps of
