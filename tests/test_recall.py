@@ -90,7 +90,7 @@ def _sasrec_inputs(seed, counts=(3, 6, 1, 2)):
 def test_sasrec_ignores_padding_and_reads_the_last_real_position():
   model = sasrec.SASRec(num_blocks=2, num_heads=2)
   embedded, mask = _sasrec_inputs(0)
-  params = model.init(jax.random.key(0), embedded, jnp.zeros((B, 0)))
+  params = jax.jit(model.init)(jax.random.key(0), embedded, jnp.zeros((B, 0)))
   apply = jax.jit(lambda e: model.apply(params, e, None))
   out = apply(embedded)
   assert out["user"].shape == (B, D)
@@ -112,7 +112,7 @@ def test_sasrec_attention_is_causal():
   # A row read at position t (its mask cut after t) is blind to what lies after t.
   encoder = sasrec.SequenceEncoder(num_blocks=2, num_heads=1, ffn_dim=8)
   x = _normal(3, 1, L, D)
-  params = encoder.init(jax.random.key(1), x, jnp.ones((1, L)))
+  params = jax.jit(encoder.init)(jax.random.key(1), x, jnp.ones((1, L)))
   apply = jax.jit(lambda x, mask: encoder.apply(params, x, mask))
   count = 4
   cut = (jnp.arange(L) < count).astype(jnp.float32)[None]
