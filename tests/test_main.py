@@ -42,7 +42,7 @@ def _saving(workdir):
   return directory.exists() and any("tmp" in p.name for p in directory.iterdir())
 
 
-def _kill_plan(seed, kills=3, last=450, steps_between=50):
+def _kill_plan(seed, kills=3, last=350, steps_between=50):
   """`kills` random kill points: a finished checkpoint to wait for (increasing, so each
   restart makes progress), then a random delay of up to about one save interval, except for
   one kill, drawn too, that waits for the next save to begin and lands in it."""
@@ -51,14 +51,15 @@ def _kill_plan(seed, kills=3, last=450, steps_between=50):
                                 replace=False).tolist())
   during_save = int(rng.integers(kills))
   return [dict(after=after, during_save=k == during_save,
-               delay=0.0 if k == during_save else round(float(rng.uniform(0, 0.35)), 3))
+               delay=0.0 if k == during_save else round(float(rng.uniform(0, 0.3)), 3))
           for k, after in enumerate(landmarks)]
 
 
-def _wait(process, ready, what, seed, timeout=300):
+def _wait(process, ready, what, seed, log, timeout=300):
   deadline = time.time() + timeout
   while not ready():
-    assert process.poll() is None, f"RECJAX_KILL_SEED={seed}: the run ended before {what}"
+    assert process.poll() is None, (f"RECJAX_KILL_SEED={seed}: the run ended before {what}:\n"
+                                    f"{log.read_text()[-4000:]}")
     assert time.time() < deadline, f"RECJAX_KILL_SEED={seed}: no {what} in {timeout} s"
     time.sleep(0.002)
 
@@ -85,12 +86,13 @@ def test_train_killed_resumes_and_ends_with_bitwise_the_parameters_of_a_straight
     with log.open("w") as out:
       process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
       try:
-        # A checkpoint of this process's own (a restart may resume past the landmark).
-        after = max(kill["after"], (resumed_from or 0) + 50)
+        # A checkpoint of this process's own (a restart may resume past the landmark), but
+        # none so late that the run could end within the delay.
+        after = min(max(kill["after"], (resumed_from or 0) + 50), 500)
         _wait(process, lambda: (_finished_checkpoints(workdir) or [0])[-1] >= after,
-              f"checkpoint at step {after}", seed)
+              f"checkpoint at step {after}", seed, log)
         if kill["during_save"]:
-          _wait(process, lambda: _saving(workdir), "save after it", seed)
+          _wait(process, lambda: _saving(workdir), "save after it", seed, log)
         else:
           time.sleep(kill["delay"])
       finally:
