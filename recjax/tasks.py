@@ -138,6 +138,8 @@ class TaskSpec:
   item_feature: str = ""            # retrieval kinds: the id feature of the positive item
   temperature: float = 1.0          # retrieval kinds: logits are u.v / temperature
   retrieval: Any = None             # retrieval kinds: recjax.retrieval.RetrievalSpec's keys
+  clip_min: float | None = None     # mse: served and evaluated predictions are clipped to
+  clip_max: float | None = None     #   [clip_min, clip_max] (ratings); the loss sees them raw
 
   def __post_init__(self):
     key = f"tasks.{self.name}"
@@ -157,6 +159,15 @@ class TaskSpec:
       raise ConfigError(f"{key}.positive: only binary tasks map string labels to 0/1")
     if not self.output:
       object.__setattr__(self, "output", self.name)
+    clips = {f"clip_{end}": v for end, v in (("min", self.clip_min), ("max", self.clip_max))
+             if v is not None}
+    if clips and self.loss != "mse":
+      raise ConfigError(f"{key}.{next(iter(clips))}: only mse tasks clip their predictions")
+    for field, value in clips.items():
+      if not np.isfinite(value):
+        raise ConfigError(f"{key}.{field}: {value} is not finite")
+    if len(clips) == 2 and not self.clip_min < self.clip_max:
+      raise ConfigError(f"{key}.clip_min: {self.clip_min} is not below clip_max {self.clip_max}")
     if KINDS[self.loss].retrieval:
       if not self.item_feature:
         raise ConfigError(f"{key}.item_feature: a {self.loss!r} task needs the id feature of "
@@ -178,6 +189,13 @@ class TaskSpec:
   @property
   def kind(self) -> Kind:
     return KINDS[self.loss]
+
+  def predict(self, output: jax.Array) -> jax.Array:
+    """What serving returns and evaluation scores: the kind's prediction, clipped if asked."""
+    prediction = self.kind.predict(output)
+    if self.clip_min is None and self.clip_max is None:
+      return prediction
+    return jnp.clip(prediction, self.clip_min, self.clip_max)
 
   @property
   def columns(self) -> tuple[str, ...]:
@@ -215,7 +233,7 @@ def total_loss(tasks, outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
 
 
 def predictions(tasks, outputs: dict) -> dict:
-  return {t.name: t.kind.predict(outputs[t.output]) for t in tasks}
+  return {t.name: t.predict(outputs[t.output]) for t in tasks}
 
 
 # ---- labels on the host ---------------------------------------------------------------------

@@ -191,8 +191,42 @@ def test_a_regression_task_trains_on_squared_error_and_reports_rmse(tmp_path):
   np.testing.assert_allclose(served["prediction"], predicted, atol=1e-5)
 
 
+def test_a_regression_task_clips_what_it_serves_and_evaluates_but_not_its_loss(tmp_path):
+  path = _write_csv(tmp_path / "log.csv")
+  # 3 steps leave the raw outputs near 0, on both sides of these bounds (asserted below)
+  low, high = -0.05, 0.0
+  config = _config(path, rating=dict(label="rating", loss="mse", clip_min=low, clip_max=high))
+  config.model = dict(name="dnn", task="rating", hidden=(8,))
+  config.train.early_stop_metric = "rmse"
+  experiment = config_lib.experiment(config)
+  summary = train.train_and_evaluate(experiment, tmp_path / "run")
+  mesh = sharding.make_mesh()
+  split = input_lib.load_split(experiment, "eval")
+  state = train.restore_state(experiment, tmp_path / "run", mesh)
+  predicted = train.predict(experiment, state, split, mesh)["rating"]
+  config.tasks.rating.update(clip_min=None, clip_max=None)
+  unclipped = config_lib.experiment(config)
+  raw = train.predict(unclipped, state, split, mesh)["rating"]
+  assert (raw < low).any() and (raw > high).any() and ((raw > low) & (raw < high)).any()
+  np.testing.assert_array_equal(predicted, np.clip(raw, low, high))
+  assert summary["eval"]["rmse"] == pytest.approx(
+      np.sqrt(np.mean((predicted - split.arrays["labels"]["rating"]) ** 2)), rel=1e-6)
+  np.testing.assert_allclose(_serve(summary, path, experiment)["prediction"], predicted,
+                             atol=1e-6)
+  outputs = {"rating": jnp.asarray(raw)}
+  batch = {"labels": {"rating": split.arrays["labels"]["rating"]},
+           "loss_weights": {"rating": np.ones(split.rows, np.float32)}}
+  assert float(tasks.total_loss(experiment.tasks, outputs, batch)[0]) == pytest.approx(
+      np.mean((raw - split.arrays["labels"]["rating"]) ** 2), rel=1e-6)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(label=dict(column="click")), "give either label"),
+    (lambda c: c.tasks.click.update(clip_max=1.0), r"tasks.click.clip_max: only mse tasks"),
+    (lambda c: c.tasks.update(rating=dict(label="rating", loss="mse", clip_min=5, clip_max=1)),
+     r"tasks.rating.clip_min: 5.0 is not below clip_max 1.0"),
+    (lambda c: c.tasks.update(rating=dict(label="rating", loss="mse", clip_max=float("nan"))),
+     r"tasks.rating.clip_max: nan is not finite"),
     (lambda c: c.tasks.click.update(loss="hinge"), r"tasks.click.loss: 'hinge' is not one of"),
     (lambda c: c.tasks.click.update(missing="drop"), r"tasks.click.missing"),
     (lambda c: c.tasks.click.update(label=""), r"tasks.click.label: a 'binary' task needs"),
