@@ -92,7 +92,12 @@ def run(argv) -> dict:
   if args.command == "export":
     from recjax import export
     output = args.output or os.path.join(args.workdir, "export", "latest")
-    return {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
+    summary = {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
+    if any(t.kind.retrieval for t in experiment.tasks):   # and each tower alone, beside it
+      from recjax import tower_export
+      summary |= tower_export.export_towers(experiment, state, os.path.dirname(
+          os.path.abspath(output)))
+    return summary
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)
   from recjax import export
