@@ -76,7 +76,8 @@ class CGC(nn.Module):
     shared = Experts(self.num_shared, self.features, name="experts_shared")(shared_input)
     specific = {t: Experts(self.num_specific, self.features, name=f"experts_{t}")(task_inputs[t])
                 for t in self.tasks}
-    outputs = {t: Gate(name=f"gate_{t}")(task_inputs[t], jnp.concatenate([specific[t], shared], 1))[0]
+    outputs = {t: Gate(name=f"gate_{t}")(task_inputs[t],
+                                         jnp.concatenate([specific[t], shared], 1))[0]
                for t in self.tasks}
     if not self.shared_out:
       return outputs, None
