@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recjax import embedding, sharding
+from recjax import embedding, hugepages, sharding
 from recjax import features as features_lib
 from recjax.sparse_optim import SparseOptimizer
 
@@ -221,6 +221,7 @@ class Config:
     self.batches, self.step = (ids, weights), step
     tables = init()
     self.state = (tables, state_init(tables))
+    hugepages.advise(self.state)        # as train.py does: 2 MiB pages for the tables
     if not naive:
       self.state += (jax.device_put(jnp.zeros((), jnp.int32), scalar),)
     del tables

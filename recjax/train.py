@@ -31,6 +31,7 @@ from recjax import checkpoint
 from recjax import early_stop
 from recjax import embedding
 from recjax import features as features_lib
+from recjax import hugepages
 from recjax import input as input_lib
 from recjax import retrieval
 from recjax import seen_ids
@@ -311,6 +312,7 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
   best_saver = checkpoint.Checkpointer(workdir, None, name="best_checkpoint")
   state, resumed_from = start_state(experiment, checkpointer, target, data, init_from)
+  hugepages.advise((state.tables, state.slots))    # donated steps keep these buffers
   _prune_best(best_saver, resumed_from or 0, drop_later=True)
   if resumed_from is not None:
     print(f"recjax: resuming from the checkpoint at step {resumed_from}", flush=True)
