@@ -106,7 +106,7 @@ KINDS: dict[str, Kind] = {
 }
 
 # Metrics where larger is better; the others (log_loss, rmse, mae) are better smaller.
-LARGER_IS_BETTER = ("auc", "gauc", "accuracy", "hr", "ndcg", "recall")
+LARGER_IS_BETTER = ("auc", "gauc", "accuracy", "hr", "ndcg", "recall", "full_ndcg")
 SMALLER_IS_BETTER = ("log_loss", "rmse", "mae")
 
 
