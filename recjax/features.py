@@ -37,7 +37,7 @@ from recjax.feature_kinds.lookup import LookupFeature
 from recjax.feature_kinds.numeric import NumericFeature
 from recjax.feature_kinds.problems import Problems
 from recjax.feature_kinds.sequence import SequenceFeature
-from recjax.feature_kinds.strings import show
+from recjax.feature_kinds.strings import show, tf_check
 from recjax.feature_kinds.tags import TagFeature
 
 Feature = (IdFeature | IdentityFeature | NumericFeature | TagFeature | ComboFeature
@@ -274,6 +274,14 @@ class TfTransform(tf.Module):
     with tf.control_dependencies(checks):
       ids = {f.name: tf.identity(outs[f.name]["ids"]) for f in id_features(self._features)}
     weights = {f.name: outs[f.name]["weights"] for f in id_features(self._features)}
-    dense = [outs[f.name]["dense"] for f in numeric_features(self._features)]
+    # As the numpy path's _check_finite: a NaN or inf dense value is a bad request.
+    dense = []
+    for f in numeric_features(self._features):
+      value = outs[f.name]["dense"]
+      check = tf_check(tf.reduce_all(tf.math.is_finite(value), 1),
+                       f"column {f.columns[0]!r}: feature {f.name!r} gives NaN or inf",
+                       columns[f.columns[0]])
+      with tf.control_dependencies([check]):
+        dense.append(tf.identity(value))
     dense = tf.concat(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
     return {"ids": ids, "weights": weights, "dense": dense}

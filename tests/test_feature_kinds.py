@@ -132,10 +132,17 @@ def test_multi_dimensional_numeric_errors_name_the_row(bad, what):
                      rf"^day\.csv:3: column 'v' .*{what}")
 
 
-def test_multi_dimensional_non_finite_values_name_the_row():
-  f = features.NumericFeature("v", column="v", dim=2)
-  with pytest.raises(errors.DataError, match=r"^row 1: column 'v' holds '1\|inf'"):
-    features.transform((f,), {"v": _objects(["1|2", "1|inf"])})
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("feature, column", [
+    (features.NumericFeature("v", column="v", dim=2), _objects(["1|2", "1|inf"])),
+    (features.NumericFeature("v", column="v", dim=3), _objects(["1|2|3", "1|nan|3"])),
+    (features.NumericFeature("v", column="v"), np.array([1.0, np.nan])),
+    (features.NumericFeature("v", column="v"), np.array([1.0, -np.inf])),
+    (features.NumericFeature("v", column="v", log1p=True), np.array([1.0, -1.0])),
+    (features.LookupFeature("v", map_column="v", key_column="k"), _objects(["a:1", "a:nan"]))])
+def test_non_finite_values_stop_training_and_serving_naming_the_row(feature, column):
+  columns = {"v": column, "k": _objects(["a", "a"])}
+  assert_both_reject((feature,), columns, r"^day\.csv:3: column 'v' holds ")
 
 
 # ---------------------------------------------------------------- tags
