@@ -14,3 +14,8 @@ __version__ = "0.1.0"
 _CPU_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
 if _CPU_COPY_FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_CPU_COPY_FLAG}=true".strip()
+
+# Each step's temporaries come back from malloc as mapped pages, not fresh ones (allocator.py).
+from recjax import allocator  # noqa: E402
+
+allocator.tune()
