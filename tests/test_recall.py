@@ -5,7 +5,8 @@ The models against their definitions on random inputs (towers independent, SASRe
 padding and to the future); brute-force top-k against numpy; the leave-one-out files against
 the raw ratings; and each model's config trained 3 steps on a few hundred MovieLens rows,
 evaluated (its metrics recomputed from the exported towers' vectors with numpy), with the
-user and item SavedModels equal to JAX's towers.
+whole model's SavedModel (the pair's score) equal to JAX's predictions and the user and item
+SavedModels equal to JAX's towers.
 """
 
 import csv
@@ -277,14 +278,13 @@ def _tiny_experiment(name, paths, tmp_path):
 
 @needs_movielens
 @pytest.mark.parametrize("name", ["sasrec", "dssm"])
-def test_movielens_config_trains_evaluates_and_exports_its_towers(name, tmp_path):
+def test_movielens_config_trains_evaluates_and_exports_the_model_and_its_towers(name, tmp_path):
   paths = movielens.prepare(tmp_path / "data", max_len=10, max_users=8, max_per_user=40)
   experiment = _tiny_experiment(name, paths, tmp_path)
   preset = TINY[name]
   assert isinstance(experiment.model, preset.func)
   assert all(getattr(experiment.model, k) == v for k, v in preset.keywords.items())
-  # the whole model's export (the pair's score) is the generic one, tested in test_models;
-  # here the two towers, exported from the trained state
+  # exports below, from the trained state: the whole model and each tower
   summary = train.train_and_evaluate(experiment, tmp_path / "run", run_export=False)
   metrics = summary["eval"]
   rows = sum(min(len(s), 40) - 2 for s in _raw_sequences(8).values())
@@ -296,6 +296,20 @@ def test_movielens_config_trains_evaluates_and_exports_its_towers(name, tmp_path
   mesh = sharding.make_mesh()
   state = train.restore_state(experiment, tmp_path / "run", mesh)
   spec = experiment.tasks[0].retrieval
+  # the whole model's SavedModel (what `recjax export` writes: the pair's score) on raw rows
+  task = experiment.tasks[0].name
+  jax_scores = train.predict(experiment, state, input_lib.load_split(experiment, "eval"),
+                             mesh)[task]
+  inputs = export.serving_inputs(experiment)
+  raw = _columns(paths["eval.csv"], sorted(inputs))
+  serve = tf.saved_model.load(str(export.export(experiment, state, tmp_path / "whole"))
+                              ).signatures[export.SIGNATURE]
+  assert set(serve.structured_input_signature[1]) == set(inputs)
+  tf_scores = serve(**{c: tf.constant(v.astype(str)) for c, v in raw.items()})[
+      export.output_names(experiment)[task]].numpy()
+  assert tf_scores.shape == jax_scores.shape == (8,)
+  assert np.max(np.abs(tf_scores - jax_scores)) <= 1e-5
+  assert np.all(np.isfinite(jax_scores)) and jax_scores.std() > 1e-4   # scores depend on the row
   exported = tower_export.export_towers(experiment, state, tmp_path / "export")
   vectors = {}
   for tower, path in (("user", paths["eval.csv"]), ("item", paths["items.csv"])):
