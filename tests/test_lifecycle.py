@@ -150,6 +150,51 @@ def test_warm_start_from_yesterday_restores_its_state_and_counts_new_ids(tmp_pat
              if np.asarray(x).dtype.kind == "f")
 
 
+def test_init_from_flag_warm_starts_day_two_from_day_one_and_reports_new_ids(
+    tmp_path, capsys, monkeypatch):
+  """Issue 6, acceptance 2 through the command line: `recjax train --init_from DAY1` starts
+  day 2 from day 1's final state (params, tables and, with train.init_optimizer, both
+  optimizers) at step 0, trains on day 2's rows only, and its summary counts the new ids.
+  The start state is the one `start_state` hands the loop, copied before the first step
+  donates it."""
+  started = []
+
+  def recording(*args, **kwargs):
+    state, resumed = start_state(*args, **kwargs)
+    started.append(jax.device_get(state))
+    return state, resumed
+
+  start_state = train.start_state
+  monkeypatch.setattr(train, "start_state", recording)
+  day1, day2 = tmp_path / "day1", tmp_path / "day2"
+  common = ["--config", SMOKE, "--no-eval", "--no-export", "--config.train.progress_bar=False"]
+
+  def cli(*args):
+    main_lib.main(["train", *common, *map(str, args)])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+  summary1 = cli("--workdir", day1, "--config.data.synthetic.seed=1")
+  assert summary1["steps"] == 20 and "init_from" not in summary1
+  summary2 = cli("--workdir", day2, "--init_from", day1, "--config.data.synthetic.seed=2",
+                 "--config.data.synthetic.rows=1536", "--config.train.init_optimizer=True")
+  assert json.loads((day2 / "summary.json").read_text()) == summary2
+  assert summary2["init_from"] == str(day1) and summary2["resumed_from"] is None
+  assert summary2["steps"] == 20 and summary2["train_rows"] == 1536   # day 2's rows only
+  assert summary2["new_ids"]["deep/item_id"] > 0 and 0 < summary2["new_id_share"] < 1
+  assert set(summary2["new_ids"]) == {f"{g}/{t}" for g in ("wide", "deep") for t in (
+      "user", "city", "item_id", "cat", "price_bucket", "tags", "city_cat", "cat_ctr_id")}
+
+  fresh, warm = started
+  assert int(warm.step) == 0                                # a new day counts from step 0
+  yesterday = jax.device_get(train.restore_state(_experiment("data.synthetic.seed=1"), day1,
+                                                 sharding.make_mesh()))
+  assert int(yesterday.step) == 20
+  same = jax.tree.map(np.array_equal, yesterday.replace(step=warm.step), warm)
+  assert all(jax.tree.leaves(same))                         # params, tables and both optimizers
+  moved = jax.tree.map(np.array_equal, fresh.params, warm.params)
+  assert not all(jax.tree.leaves(moved))                    # not day 1's own fresh start
+
+
 def _small_world():
   """Logistic regression on three id features and a price, labels from the teacher of a
   200,000-row synthetic world. Sized so that both ways converge alike: few ids (each seen

@@ -182,6 +182,58 @@ def test_bad_csv_rows_are_named_by_file_and_line_and_write_nothing(tmp_path, cap
   assert _no_checkpoint(workdir)
 
 
+def _adult_with_bad_rows(tmp_path):
+  """300 Adult rows with 6 bad ones between them, at known lines, and their counts by reason:
+  the reasons a CSV row of this config can have (a wrong field count both ways)."""
+  import gzip
+  with gzip.open(ROOT / "data" / "adult" / "adult.data.gz", "rt") as f:
+    good = [next(f) for _ in range(300)]
+
+  def changed(row, field, value):
+    fields = row.rstrip("\n").split(", ")
+    fields[field] = value
+    return ", ".join(fields) + "\n"
+
+  bad = {3: ", ".join(good[0].split(", ")[:5]) + "\n",          # 5 fields of 15
+         50: good[49].rstrip("\n") + ", extra\n",               # 16 fields
+         100: changed(good[99], 12, "forty"),                    # hours_per_week
+         150: changed(good[149], 0, "nan"),                      # age
+         200: changed(good[199], 10, "inf"),                     # capital_gain
+         250: changed(good[249], 2, "")}                         # fnlwgt
+  lines = list(good)
+  for line in sorted(bad):
+    lines.insert(line - 1, bad[line])
+  data = tmp_path / "adult_bad.csv"
+  data.write_text("".join(lines))
+  counts = {"empty_value": 1, "nan_or_inf": 2, "not_a_number": 1, "wrong_field_count": 2}
+  return data, counts
+
+
+def test_skipped_bad_rows_are_counted_by_reason_in_the_run_summary(tmp_path, capsys):
+  """Issue 4, acceptance 3 through the command line: with data.bad_rows=skip the run trains
+  on the good rows and its summary (printed and summary.json) counts the skipped ones by
+  reason; past data.max_bad_fraction it stops with status 2, naming the count and the first."""
+  data, counts = _adult_with_bad_rows(tmp_path)
+  args = ["train", "--config", f"{ADULT_CONFIG}:smoke", "--no-eval", "--no-export",
+          f"--config.data.train=('{data}',)", "--config.data.bad_rows=skip",
+          "--config.train.steps=5", "--config.train.progress_bar=False"]
+  workdir = tmp_path / "skip"
+  main_lib.main([*args, "--workdir", str(workdir), "--config.data.max_bad_fraction=0.05"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed["bad_rows"] == counts                  # 6 of 306 rows: under 5%
+  assert printed["train_rows"] == 300 and printed["steps"] == 5
+  assert np.isfinite(printed["loss"])
+  assert json.loads((workdir / "summary.json").read_text()) == printed
+  assert (workdir / "checkpoints" / "5").is_dir()
+
+  stopped = tmp_path / "stop"
+  err = _fails(capsys, *args, "--workdir", stopped, "--config.data.max_bad_fraction=0.01")
+  assert (f"recjax: error: data.train: 6 of 306 rows are bad (1 empty_value, 2 nan_or_inf, "
+          f"1 not_a_number, 2 wrong_field_count), more than data.max_bad_fraction=0.01; the "
+          f"first: {data}:3: expected 15 fields, found 5") in err
+  assert _no_checkpoint(stopped) and not (stopped / "summary.json").exists()
+
+
 def test_evaluate_without_a_checkpoint_says_so(tmp_path, capsys):
   err = _fails(capsys, "evaluate", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", tmp_path)
   assert "no checkpoint to restore; run `recjax train` first" in err
