@@ -65,7 +65,8 @@ def _no_metrics(labels, predictions, groups=None) -> dict:
   return {}
 
 
-USER, ITEM, NEGATIVES = "user", "item", "negatives"     # the outputs retrieval kinds read
+# The model outputs that retrieval kinds read.
+USER, ITEM, NEGATIVES, NEGATIVE_ROWS = "user", "item", "negatives", "negative_rows"
 
 
 def _positive_ids(task, batch):
@@ -81,10 +82,27 @@ def _in_batch_softmax(outputs, task, batch):
 
 def _sampled_softmax(outputs, task, batch):
   """Each row's item against the model's `negatives` output ([B, N, D] per row or [N, D]
-  shared), items drawn uniformly from the corpus: every item is equally likely, so the
+  shared). With `negative_rows` [B, N] the negatives are the items of those rows of the batch
+  (DSSM's `num_negatives`), drawn by item frequency: their log-Q and the positive's are the
+  rows' labels, a negative holding the row's own item (an accidental hit) or from a row of
+  weight 0 is left out. Without it the negatives are taken as uniform over the corpus: the
   log-Q correction is a constant and left out."""
-  return losses.sampled_softmax(outputs[USER], outputs[ITEM], outputs[NEGATIVES],
-                                temperature=task.temperature)
+  if NEGATIVES not in outputs:
+    raise ConfigError(f"tasks.{task.name}.loss: sampled_softmax reads the model's "
+                      f"{NEGATIVES!r} output, which it does not produce (DSSM: set "
+                      "model.num_negatives)")
+  rows = outputs.get(NEGATIVE_ROWS)
+  if rows is None:
+    return losses.sampled_softmax(outputs[USER], outputs[ITEM], outputs[NEGATIVES],
+                                  temperature=task.temperature)
+  if not task.label:
+    raise ConfigError(f"tasks.{task.name}.label: negatives drawn from the batch need the "
+                      "column naming the positive item (its frequency gives log-Q)")
+  log_q, ids = batch["labels"][task.name], _positive_ids(task, batch)
+  # a row of weight 0 (padding, sample weight 0) is no negative: +inf log-Q, logit -inf
+  log_q_neg = jnp.where(batch["loss_weights"][task.name][rows] > 0, log_q[rows], jnp.inf)
+  return losses.sampled_softmax(outputs[USER], outputs[ITEM], outputs[NEGATIVES], log_q,
+                                log_q_neg, task.temperature, ids, ids[rows])
 
 
 KINDS: dict[str, Kind] = {

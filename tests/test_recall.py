@@ -207,8 +207,8 @@ def test_log_q_is_the_log_frequency_of_each_rows_item():
 
 
 def _retrieval_task(loss="in_batch_softmax", **extra):
-  return tasks.TaskSpec("match", label="item" if loss == "in_batch_softmax" else "",
-                        loss=loss, item_feature="item_id", temperature=0.5, **extra)
+  extra.setdefault("label", "item" if loss == "in_batch_softmax" else "")
+  return tasks.TaskSpec("match", loss=loss, item_feature="item_id", temperature=0.5, **extra)
 
 
 def test_in_batch_softmax_kind_reads_user_item_ids_log_q_and_weights():
@@ -236,6 +236,51 @@ def test_sampled_softmax_kind_scores_the_positive_against_the_negatives_output()
   np.testing.assert_allclose(got, jax.nn.logsumexp(logits, 1) - logits[:, 0], rtol=1e-5)
 
 
+def _batch_negatives_case(num_negatives):
+  """DSSM-style outputs with `num_negatives` batch rows per row, and a batch with a repeated
+  item (rows 0 and 2) and a row of weight 0 (row 3)."""
+  u, v = _normal(0, B, D), _normal(1, B, D)
+  rows = dssm.negative_rows(B, num_negatives)
+  outputs = {"user": u, "item": v, "match": jnp.sum(u * v, -1), "negatives": v[rows],
+             "negative_rows": rows}
+  batch = {"ids": {"item_id": jnp.array([[3], [5], [3], [7]])},
+           "labels": {"match": _normal(2, B)},
+           "loss_weights": {"match": jnp.array([1.0, 1.0, 1.0, 0.0])}}
+  return outputs, batch
+
+
+def test_sampled_softmax_over_batch_rows_equals_numpy_with_log_q_and_hits_out():
+  outputs, batch = _batch_negatives_case(2)
+  task = _retrieval_task("sampled_softmax", label="item")
+  got = np.asarray(tasks.example_losses(task, outputs, batch))
+  u, v = np.asarray(outputs["user"], np.float64), np.asarray(outputs["item"], np.float64)
+  ids, q = [3, 5, 3, 7], np.asarray(batch["labels"]["match"], np.float64)
+  for i in range(B):
+    logits = [u[i] @ v[i] / 0.5 - q[i]]             # the positive, log-Q corrected too
+    for j in ((i + 1) % B, (i + 2) % B):            # rows i+1, i+2: no hit, weight > 0
+      if ids[j] != ids[i] and j != 3:
+        logits.append(u[i] @ v[j] / 0.5 - q[j])
+    expected = np.log(np.sum(np.exp(logits))) - logits[0]
+    assert got[i] == pytest.approx(expected, rel=1e-5, abs=1e-6), i
+  assert got[2] == 0.0        # row 2's negatives: row 3 (weight 0) and row 0 (its own item)
+
+
+def test_sampled_softmax_over_every_other_row_is_in_batch_softmax():
+  outputs, batch = _batch_negatives_case(B - 1)
+  sampled = tasks.example_losses(_retrieval_task("sampled_softmax", label="item"), outputs,
+                                 batch)
+  in_batch = tasks.example_losses(_retrieval_task(), outputs, batch)
+  np.testing.assert_allclose(sampled[:3], in_batch[:3], rtol=1e-5)   # row 3 has weight 0
+
+
+def test_sampled_softmax_needs_the_negatives_and_the_log_q_label():
+  outputs, batch = _batch_negatives_case(2)
+  with pytest.raises(ConfigError, match="tasks.match.label: negatives drawn from the batch"):
+    tasks.example_losses(_retrieval_task("sampled_softmax"), outputs, batch)
+  del outputs["negatives"]
+  with pytest.raises(ConfigError, match="set model.num_negatives"):
+    tasks.example_losses(_retrieval_task("sampled_softmax", label="item"), outputs, batch)
+
 @pytest.mark.parametrize("fields, message", [
     (dict(loss="in_batch_softmax", label="item"), "tasks.t.item_feature: a 'in_batch_softmax'"),
     (dict(loss="in_batch_softmax", item_feature="i"), "tasks.t.label: .* positive item"),
@@ -260,17 +305,17 @@ def _columns(path, names):
   return {n: np.array([r[n] for r in rows], object) for n in names}
 
 
-def _tiny_experiment(name, paths, tmp_path):
+def _tiny_experiment(name, paths, tmp_path, overrides=(), **model):
   config = config_lib.load(str(ROOT / "configs" / f"movielens_{name}.py") + ":smoke")
   task = next(iter(config.tasks))
   for item in (f"data.train=('{paths['train.csv']}',)", f"data.eval=('{paths['eval.csv']}',)",
                f"tasks.{task}.retrieval.corpus=('{paths['items.csv']}',)",
                "features.history.max_len=10", "train.steps=3", "train.batch_size=64",
                "train.eval_batch_size=512", "train.progress_bar=False",
-               "train.checkpoint_every=1000"):
+               "train.checkpoint_every=1000", *overrides):
     config_lib.override(config, item)
   with config.unlocked():
-    config.model.update(TINY[name].keywords)         # the tiny preset, the config's wiring
+    config.model.update(TINY[name].keywords, **model)   # the tiny preset, the config's wiring
     for group in config.groups.values():
       group.dim = 8
   return config_lib.experiment(config)
@@ -344,3 +389,36 @@ def test_movielens_config_trains_evaluates_and_exports_the_model_and_its_towers(
   top = np.argsort(-scores, axis=1, kind="stable")[:, :50]
   assert metrics["recall@50"] == pytest.approx(metrics_lib.recall_at_k(top, target), abs=1e-9)
   assert spec.full_ks == (10, 50)
+
+
+@needs_movielens
+def test_dssm_config_trains_with_sampled_softmax_over_batch_negatives(tmp_path):
+  paths = movielens.prepare(tmp_path / "data", max_len=10, max_users=8, max_per_user=40)
+  experiment = _tiny_experiment("dssm", paths, tmp_path, ["tasks.match.loss=sampled_softmax"],
+                                num_negatives=16)
+  assert experiment.tasks[0].loss == "sampled_softmax" and experiment.model.num_negatives == 16
+  summary = train.train_and_evaluate(experiment, tmp_path / "run")   # evaluates and exports
+  assert summary["steps"] == 3 and np.isfinite(summary["loss"]) and summary["loss"] > 0
+  assert 0.0 <= summary["eval"]["recall@50"] <= 1.0 and summary["saved_model"]
+
+  # on one batch, the kind's loss equals numpy's and falls as the step trains on it
+  split = input_lib.load_split(experiment, "train")
+  batch = next(input_lib.train_iterator(split, 64, 1, seed=0))
+  state = train.init_state(experiment, jax.random.key(0))
+  outputs = train.forward(experiment, state.params, state.tables, batch)
+  assert outputs["negatives"].shape == (64, 16, outputs["item"].shape[1])
+  u, v = np.asarray(outputs["user"], np.float64), np.asarray(outputs["item"], np.float64)
+  ids, q = batch["ids"]["movie_id"][:, 0], batch["labels"]["match"].astype(np.float64)
+  expected = []
+  for i in range(64):
+    rows = [j % 64 for j in range(i + 1, i + 17) if ids[j % 64] != ids[i]]   # hits out
+    logits = v[[i] + rows] @ u[i] / 0.05 - q[[i] + rows]     # temperature 0.05, log-Q
+    expected.append(np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[0])
+  got = tasks.example_losses(experiment.tasks[0], outputs, batch)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  step = jax.jit(train.make_train_step(experiment))
+  losses_ = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses_.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses_)) and losses_[-1] < losses_[0] - 0.1, losses_

@@ -5,7 +5,9 @@ map a user and an item to vectors whose dot product scores the pair. The towers 
 nothing, so each can run alone: serving embeds the whole item corpus once with `item` and
 each request with `user`, then retrieves by nearest neighbours (`recjax.retrieval`,
 `recjax.tower_export`). Training is in-batch softmax with the log-Q correction
-(`recjax.losses.in_batch_softmax`), registered as the task kind `in_batch_softmax`.
+(`recjax.losses.in_batch_softmax`), registered as the task kind `in_batch_softmax`, or, with
+`num_negatives`, sampled softmax over that many negatives per row (task kind
+`sampled_softmax`): a softmax over B x N logits rather than B x B, for large batches.
 """
 
 import functools
@@ -17,6 +19,20 @@ from recjax import embedding
 from recjax import layers
 
 USER, ITEM = "user", "item"      # the output keys of the two towers (recjax.retrieval reads them)
+NEGATIVES, NEGATIVE_ROWS = "negatives", "negative_rows"   # what sampled softmax reads
+
+
+def negative_rows(batch: int, num: int):
+  """[B, N] int32: row i's negatives are the items of rows i+1 .. i+N (mod B).
+
+  The training batches are uniform random draws of the training rows (a fresh permutation
+  each epoch), so these items are drawn from the rows' item distribution: the sampling
+  probability of a negative is its item's frequency, which the task's label column gives as
+  log-Q. Fixed shifts need no random key, so the model stays a pure function of its inputs.
+  With N >= B the shifts wrap onto rows drawn already, and onto the row itself, whose item
+  the loss leaves out as an accidental hit.
+  """
+  return (jnp.arange(batch)[:, None] + jnp.arange(1, num + 1)[None, :]) % batch
 
 
 def tower_input(embedded: dict, dense, groups, use_dense: bool):
@@ -38,7 +54,9 @@ class DSSM(nn.Module):
   """user = MLP(user groups [+ dense]), item = MLP(item groups [+ dense]), both [B, dim],
   L2-normalised when `normalize` (then the task's `temperature` sets the softmax's
   sharpness: about 0.05 for cosine scores). Outputs `user`, `item` and `task`: the pair's
-  score u.v [B], what a ranking-style export serves."""
+  score u.v [B], what a ranking-style export serves; with `num_negatives` N > 0 also
+  `negatives` [B, N, dim], the item vectors of N other rows of the batch, and `negative_rows`
+  [B, N], which rows they are: what the `sampled_softmax` task kind reads."""
   user_groups: tuple[str, ...] = ("user",)
   item_groups: tuple[str, ...] = ("item",)
   dense_tower: str = "user"         # which tower reads the dense features: user | item | none
@@ -46,10 +64,13 @@ class DSSM(nn.Module):
   dim: int = 64
   normalize: bool = True
   task: str = "match"
+  num_negatives: int = 0            # sampled softmax: negatives per row (0: none produced)
 
   def setup(self):
     if self.dense_tower not in (USER, ITEM, "none"):
       raise ValueError(f"dense_tower {self.dense_tower!r} is not one of user, item, none")
+    if self.num_negatives < 0:
+      raise ValueError(f"num_negatives {self.num_negatives} is negative")
     self.user_arch = layers.MLP(tuple(self.hidden) + (self.dim,), linear_out=True)
     self.item_arch = layers.MLP(tuple(self.hidden) + (self.dim,), linear_out=True)
 
@@ -73,7 +94,11 @@ class DSSM(nn.Module):
 
   def __call__(self, embedded, dense):
     u, v = self.user(embedded, dense), self.item(embedded, dense)
-    return {USER: u, ITEM: v, self.task: jnp.sum(u * v, -1)}
+    out = {USER: u, ITEM: v, self.task: jnp.sum(u * v, -1)}
+    if self.num_negatives:
+      rows = negative_rows(v.shape[0], self.num_negatives)
+      out |= {NEGATIVES: v[rows], NEGATIVE_ROWS: rows}
+    return out
 
 
 tiny = functools.partial(DSSM, hidden=(16,), dim=8)
