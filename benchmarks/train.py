@@ -6,7 +6,7 @@
 The workload of ../shared/BENCHMARKS.md: 1,000,000 training rows (13 numeric columns already
 log1p-transformed, 26 id columns with Criteo's cardinalities capped at 10^6: 5,569,296 table
 rows), DeepFM with embedding dim 16 (first-order weights in a second, 1-dim group over the same
-ids), MLP 400-400-400, batch 4096, row-wise Adagrad (0.05) on tables, Adam (1e-3) on dense
+ids), MLP 400-400-400, batch 4096, row-wise Adagrad (0.05, accumulator from 0 as FBGEMM's) on tables, Adam (1e-3) on dense
 parameters, one epoch. The ids are read with the `identity` kind (`num_buckets` from the
 data's meta.json), so every id has its own row, as in the teacher.
 
@@ -70,13 +70,15 @@ def experiment(data: pathlib.Path, rows: int = 0):
                      **{c: dict(kind="identity", num_buckets=n)
                         for c, n in zip(CATEGORICAL, meta["vocab_sizes"])}}
   config.groups = dict(wide=dict(features=tuple(CATEGORICAL), dim=1, init_scale=0.0),
-                       deep=dict(features=tuple(CATEGORICAL), dim=16, init_scale=0.01))
+                       deep=dict(features=tuple(CATEGORICAL), dim=16, init_scale=0.05))
   config.model = dict(name="deepfm", hidden=(400, 400, 400), first_order_group="wide",
                       fm_group="deep")
   config.train = dict(batch_size=BATCH, eval_batch_size=16384, epochs=1, seed=0,
                       log_every=50, checkpoint_every=10**9, progress_bar=False)
   config.optimizer = dict(dense=dict(name="adam", learning_rate=1e-3),
-                          sparse=dict(name="rowwise_adagrad", learning_rate=0.05))
+                          # FBGEMM's (TorchRec's) row-wise Adagrad: accumulator from 0
+                          sparse=dict(name="rowwise_adagrad", learning_rate=0.05,
+                                      initial_accumulator=0.0, epsilon=1e-8))
   config.export = dict(enabled=False)
   return config_lib.experiment(config)
 
