@@ -1,4 +1,4 @@
-"""dedup.unique against numpy's unique, on one packed pass and on several radix passes."""
+"""dedup.unique against numpy's unique, with packed keys and with a binary search."""
 
 import jax
 import numpy as np
@@ -8,8 +8,8 @@ from recjax import dedup
 
 
 @pytest.mark.parametrize("n, sentinel", [
-    (1, 1), (7, 3), (4096, 10**4), (4096, 1000448),       # one pass: id and position bits fit
-    (4096, 10**8), (106_496, 10**8), (300, 2**31 - 1)])   # two or more passes
+    (1, 1), (7, 3), (4096, 10**4), (4096, 1000448),       # packed: id and position bits fit 32
+    (4096, 10**8), (106_496, 10**8), (300, 2**31 - 1)])   # too wide to pack: sorted ids, searched
 def test_unique_equals_numpy_unique_with_inverse(n, sentinel):
   rng = np.random.default_rng(n)
   ids = (rng.zipf(1.1, n) * 2654435761 % sentinel).astype(np.int32)
