@@ -126,7 +126,12 @@ def test_two_processes_on_localhost_train_the_same_model_as_one(tmp_path, adult_
 def test_a_failing_process_stops_the_others(tmp_path):
   tools = fake_tools(tmp_path / "bin", python=(
       f'echo $$ > {tmp_path}/$RECJAX_PROCESS_ID.pid\n'
-      'if [ "$RECJAX_PROCESS_ID" = 1 ]; then echo "process one fails" >&2; exit 3; fi\n'
+      # process 1 fails once the others are up (their pid files written), not before
+      'if [ "$RECJAX_PROCESS_ID" = 1 ]; then\n'
+      f'  for i in $(seq 500); do [ -s {tmp_path}/0.pid ] && [ -s {tmp_path}/2.pid ] && break; '
+      'sleep 0.1; done\n'
+      '  echo "process one fails" >&2; exit 3\n'
+      'fi\n'
       'exec sleep 300\n'))
   result = launch("--num_processes", 3, *TRAIN, "--python", tools / "python", timeout=60)
   assert result.returncode == 3
