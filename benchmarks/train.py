@@ -6,8 +6,8 @@
 The workload of ../shared/BENCHMARKS.md: 1,000,000 training rows (13 numeric columns already
 log1p-transformed, 26 id columns with Criteo's cardinalities capped at 10^6: 5,569,296 table
 rows), DeepFM with embedding dim 16 (first-order weights in a second, 1-dim group over the same
-ids), MLP 400-400-400, batch 4096, row-wise Adagrad (0.05, accumulator from 0 as FBGEMM's) on tables, Adam (1e-3) on dense
-parameters, one epoch. The ids are read with the `identity` kind (`num_buckets` from the
+ids), MLP 400-400-400, batch 4096, row-wise Adagrad (0.05, accumulator from 0 as FBGEMM's) on
+tables, Adam (1e-3) on dense parameters, one epoch. The ids are read with the `identity` kind (`num_buckets` from the
 data's meta.json), so every id has its own row, as in the teacher.
 
 Measured in this run, each figure the median of `--rounds` interleaved rounds (a change of load
@@ -59,8 +59,8 @@ NUMERIC = [f"I{i}" for i in range(1, 14)]
 CATEGORICAL = [f"C{i}" for i in range(1, 27)]
 
 
-def experiment(data: pathlib.Path, rows: int = 0):
-  """The BENCHMARKS.md DeepFM on `data` (make_data.py's output); `rows` > 0 keeps that many."""
+def experiment(data: pathlib.Path):
+  """The BENCHMARKS.md DeepFM on `data` (make_data.py's output directory)."""
   meta = json.loads((data / "meta.json").read_text())
   config = ml_collections.ConfigDict()
   config.data = dict(format="parquet", train=(str(data / "train.parquet"),),
@@ -126,8 +126,8 @@ def in_memory(exp, split, rounds: int) -> tuple[dict, dict]:
   floor_batches = [{"embedded": lookup(state.tables, b), "dense": b["dense"],
                     **{k: b[k] for k in ("labels", "label_masks", "loss_weights")}}
                    for b in batches]
-  floor_state = (state.params, state.opt_state)
-  floor_state = jax.tree.map(lambda x: x.copy(), floor_state)     # the train step donates its own
+  # copies: the train step donates its own state
+  floor_state = jax.tree.map(lambda x: x.copy(), (state.params, state.opt_state))
   train_step = jax.jit(train.make_train_step(exp), donate_argnums=0)
   floor_step = jax.jit(make_floor_step(exp), donate_argnums=0)
   figures = {"train": [], "floor": []}

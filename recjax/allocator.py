@@ -7,7 +7,7 @@ top as soon as 128 KiB are free; so each step's buffers come back as untouched p
 step pays a page fault and the zeroing of 4 KiB for every page it writes. Raising the mmap
 and trim thresholds keeps freed blocks in malloc's free lists, where the next step finds them
 already mapped. Measured on the 2-core CI kind of machine, DeepFM of benchmarks/train.py:
-the dense-only step 113 -> 99 ms, the whole train step 128 -> 120 ms; an embedding-only step
+the dense-only step 113 -> 99 ms, the whole train step 128 -> 114 ms; an embedding-only step
 11.9 -> 9.4 ms.
 
 Blocks of `MMAP_THRESHOLD` and more (large embedding tables, which `hugepages` backs with
