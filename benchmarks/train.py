@@ -7,8 +7,8 @@ The workload of ../shared/BENCHMARKS.md: 1,000,000 training rows (13 numeric col
 log1p-transformed, 26 id columns with Criteo's cardinalities capped at 10^6: 5,569,296 table
 rows), DeepFM with embedding dim 16 (first-order weights in a second, 1-dim group over the same
 ids), MLP 400-400-400, batch 4096, row-wise Adagrad (0.05, accumulator from 0 as FBGEMM's) on
-tables, Adam (1e-3) on dense parameters, one epoch. The ids are read with the `identity` kind (`num_buckets` from the
-data's meta.json), so every id has its own row, as in the teacher.
+tables, Adam (1e-3) on dense parameters, one epoch. The ids are read with the `identity` kind
+(`num_buckets` from the data's meta.json), so every id has its own row, as in the teacher.
 
 Measured in this run, each figure the median of `--rounds` interleaved rounds (a change of load
 on a shared machine then hits both alike), each round a pass over the epoch's batches with the
