@@ -192,24 +192,25 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
   return out
 
 
-def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOptimizer, step):
+def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOptimizer, step,
+                        unique=None):
   """Fused update of the rows named by `flat_ids` [N] from per-id gradients [N, D].
 
   Duplicates are summed; ids outside the table (padding) are ignored. Only touched rows of the
-  table and of its slots are read and written.
+  table and of its slots are read and written. `unique` (`dedup.unique` of the ids, with ids
+  outside the table mapped to `rows`) saves de-duplicating them again.
   """
-  n, rows = flat_ids.shape[0], table.shape[0]
-  # Sorted unique ids, padded with an out-of-range id whose gather fills and whose scatter drops.
-  unique, inverse = dedup.unique(jnp.where((flat_ids >= 0) & (flat_ids < rows), flat_ids, rows),
-                                 rows)
-  summed = jax.ops.segment_sum(row_grads, inverse, num_segments=n)
+  rows = table.shape[0]
+  if unique is None:
+    unique = dedup.unique(jnp.where((flat_ids >= 0) & (flat_ids < rows), flat_ids, rows), rows)
+  ids, inverse = unique
+  summed = jax.ops.segment_sum(row_grads, inverse, num_segments=flat_ids.shape[0])
   # The padding id `rows` reads the last row (clipped); its update is dropped by the scatter.
-  gather = lambda x: x.at[unique].get(mode="clip")
-  rows, slot_rows = optimizer.update_rows(
+  gather = lambda x: x.at[ids].get(mode="clip")
+  new_rows, slot_rows = optimizer.update_rows(
       gather(table), {k: gather(v) for k, v in slots.items()}, summed, step)
-  scatter = lambda x, new: x.at[unique].set(
-      new, mode="drop", unique_indices=True, indices_are_sorted=True)
-  return scatter(table, rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
+  scatter = lambda x, new: x.at[ids].set(new, mode="drop", unique_indices=True)
+  return scatter(table, new_rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
 def _row_grads(coef, grad, combiner):
@@ -225,26 +226,31 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
 
   A table read by several features or groups is updated once, from the ids of all its
   readers: duplicates across them are summed, as autodiff through every gather would.
-  An id whose pooling coefficient is 0 (padding) is not touched: it is sent to an
-  out-of-range row, so lazy Adam, FTRL and L2 leave its row and slots alone.
+  An id of weight 0 (padding) is not touched: it is sent to an out-of-range row, so lazy
+  Adam, FTRL and L2 leave its row and slots alone.
   """
-  apply_rows = lambda t, s, i, g: apply_row_gradients(t, s, i, g, optimizer, step)
+  apply_rows = lambda t, s, i, g, **kw: apply_row_gradients(t, s, i, g, optimizer, step, **kw)
   coefs = {(p.name, j): _coefficients(weights[f], p.combiner)
            for p in plans for j, f in enumerate(p.features)}
-  new_tables, new_slots = {}, {}
+  new_tables, new_slots, uniques = {}, {}, {}
   for owner, table_name, parts, flat_ids, sharded in _tables(plans, ids, mesh):
     table, slot = tables[owner.name][table_name], slots[owner.name][table_name]
-    row_grads = jnp.concatenate(
-        [_row_grads(coefs[(p.name, j)], grads[p.name][:, j], p.combiner)
-         for p, positions in parts for j in positions], 1).reshape(-1, table.shape[1])
-    coef = jnp.concatenate([coefs[(p.name, j)] for p, positions in parts for j in positions],
-                           1).reshape(-1)
-    flat_ids = jnp.where(coef != 0, flat_ids, table.shape[0])
+    readers = [(p, j) for p, positions in parts for j in positions]
+    row_grads = jnp.concatenate([_row_grads(coefs[(p.name, j)], grads[p.name][:, j], p.combiner)
+                                 for p, j in readers], 1).reshape(-1, table.shape[1])
+    weight = jnp.concatenate([weights[p.features[j]] for p, j in readers], 1).reshape(-1)
+    rows = table.shape[0]
+    flat_ids = jnp.where((weight != 0) & (flat_ids >= 0) & (flat_ids < rows), flat_ids, rows)
     if sharded:
       table, slot = sharded_tables.apply_gradients(
           table, slot, flat_ids, row_grads, mesh, _capacity(owner, flat_ids, mesh), apply_rows)
     else:
-      table, slot = apply_rows(table, slot, flat_ids, row_grads)
+      # Tables of one size read by the same features (DeepFM's first-order and FM tables)
+      # touch the same rows: their ids are de-duplicated once.
+      key = (tuple(p.features[j] for p, j in readers), rows)
+      if key not in uniques:
+        uniques[key] = dedup.unique(flat_ids, rows)
+      table, slot = apply_rows(table, slot, flat_ids, row_grads, unique=uniques[key])
     new_tables.setdefault(owner.name, {})[table_name] = table
     new_slots.setdefault(owner.name, {})[table_name] = slot
   return new_tables, new_slots

@@ -41,7 +41,7 @@ def _route(flat_ids, rows_per_shard: int, shards: int, cap: int):
   """Unique ids grouped by owner: their (owner, slot) in the send buffer, and the overflow."""
   n = flat_ids.shape[0]
   sentinel = shards * rows_per_shard
-  unique, inverse = dedup.unique(
+  unique, inverse = dedup.unique_sorted(
       jnp.where((flat_ids >= 0) & (flat_ids < sentinel), flat_ids, sentinel), sentinel)
   owner = unique // rows_per_shard                  # non-decreasing; padding gets owner M
   starts = jnp.searchsorted(unique, jnp.arange(shards) * rows_per_shard)
