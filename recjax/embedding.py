@@ -2,10 +2,10 @@
 
 The train step differentiates the loss with respect to the pooled embeddings (activations of
 shape [B, F, D]), never with respect to a table: `apply_gradients` turns those activation
-gradients into per-row gradients, sorts and de-duplicates the ids, segment-sums duplicates and
-updates only the touched rows of each table and of its optimizer slots. No table-sized
-gradient exists and no optimizer sweeps a table, so a step costs the same for a table of 10^4
-rows or 10^8.
+gradients into per-row gradients, de-duplicates the ids (`dedup.unique`, without sorting),
+segment-sums duplicates and updates only the touched rows of each table and of its optimizer
+slots. No table-sized gradient exists and no optimizer sweeps a table, so a step's work does
+not grow with a table's rows (only its memory reads do: see benchmarks/embedding.py).
 
 Tables live in a nested dict `tables[group][table]` of [rows, dim] arrays, in logical row
 order; features of a group that name the same `table` share it, and a group with
