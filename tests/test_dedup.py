@@ -42,17 +42,13 @@ def test_unique_equals_numpy_unique_in_order_of_first_occurrence(n, sentinel):
   assert uniques.dtype == ids.dtype and inverse.dtype == np.int32
 
 
-def test_first_occurrence_is_exact_in_a_crowded_hash_table():
+def test_first_occurrence_is_exact_in_a_crowded_hash_table(monkeypatch):
   """With one slot per id and every id distinct, about a third of the ids lose their slot in
   each round: the while loop keeps hashing the losers with new multipliers until none is left."""
   n = 4000
   ids = np.random.default_rng(0).permutation(np.arange(n) * 7919).astype(np.int32)
   ids = np.concatenate([ids, ids[::-3]])                    # and some repeats, out of order
-  old = dedup.TABLE_SPREAD
-  dedup.TABLE_SPREAD = 1
-  try:
-    first = np.asarray(jax.jit(dedup.first_occurrence)(ids))
-  finally:
-    dedup.TABLE_SPREAD = old
+  monkeypatch.setattr(dedup, "TABLE_SPREAD", 1)
+  first = np.asarray(jax.jit(dedup.first_occurrence)(ids))
   _, index, inverse = np.unique(ids, return_index=True, return_inverse=True)
   np.testing.assert_array_equal(first, index[inverse])
