@@ -169,16 +169,19 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
   With a `mesh`, sharded tables go through all_to_all; without, every table is read whole
   (the replicated path, also used to trace shapes).
   """
-  rows = {}
-  for owner, table_name, parts, flat, sharded in _tables(plans, ids, mesh):
+  rows, sharded = {}, []
+  for owner, table_name, parts, flat, is_sharded in _tables(plans, ids, mesh):
     table = tables[owner.name][table_name]
-    if sharded:
-      found = sharded_tables.lookup(table, flat, mesh, _capacity(owner, flat, mesh))
+    if is_sharded:
+      sharded.append((table, flat, _capacity(owner, flat, mesh), parts))
     else:
       # The feature transforms reject ids outside a table, so no bounds handling is needed
       # ("clip" is XLA's native gather; the default "fill" adds a select per table).
-      found = jnp.take(table, flat, axis=0, mode="clip")
-    rows.update(_split(found, parts, ids))                                       # [B, L, D]
+      rows.update(_split(jnp.take(table, flat, axis=0, mode="clip"), parts, ids))  # [B, L, D]
+  if sharded:       # all sharded tables in one exchange
+    sharded_rows, flats, caps, partss = zip(*sharded)
+    for found, parts in zip(sharded_tables.lookup(sharded_rows, flats, mesh, caps), partss):
+      rows.update(_split(found, parts, ids))
   out = {}
   for plan_ in plans:
     coefs = [_coefficients(weights[f], plan_.combiner) for f in plan_.features]
@@ -207,10 +210,17 @@ def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOpti
   summed = jax.ops.segment_sum(row_grads, inverse, num_segments=flat_ids.shape[0])
   # The padding id `rows` reads the last row (clipped); its update is dropped by the scatter.
   gather = lambda x: x.at[ids].get(mode="clip")
-  new_rows, slot_rows = optimizer.update_rows(
-      gather(table), {k: gather(v) for k, v in slots.items()}, summed, step)
   scatter = lambda x, new: x.at[ids].set(new, mode="drop", unique_indices=True)
-  return scatter(table, new_rows), {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
+  slot_rows = {k: gather(v) for k, v in slots.items()}
+  if optimizer.additive:
+    # Adding in place reads each row once, in the scatter; gathering the rows first and
+    # scattering new values costs about 3 times as much (XLA CPU, 10^5 rows of 16).
+    delta, slot_rows = optimizer.row_deltas(slot_rows, summed, step)
+    table = table.at[ids].add(delta, mode="drop", unique_indices=True)
+  else:
+    new_rows, slot_rows = optimizer.update_rows(gather(table), slot_rows, summed, step)
+    table = scatter(table, new_rows)
+  return table, {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
 def _row_grads(coef, grad, combiner):
@@ -232,8 +242,8 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
   apply_rows = lambda t, s, i, g, **kw: apply_row_gradients(t, s, i, g, optimizer, step, **kw)
   coefs = {(p.name, j): _coefficients(weights[f], p.combiner)
            for p in plans for j, f in enumerate(p.features)}
-  new_tables, new_slots, uniques = {}, {}, {}
-  for owner, table_name, parts, flat_ids, sharded in _tables(plans, ids, mesh):
+  new_tables, new_slots, uniques, sharded = {}, {}, {}, []
+  for owner, table_name, parts, flat_ids, is_sharded in _tables(plans, ids, mesh):
     table, slot = tables[owner.name][table_name], slots[owner.name][table_name]
     readers = [(p, j) for p, positions in parts for j in positions]
     row_grads = jnp.concatenate([_row_grads(coefs[(p.name, j)], grads[p.name][:, j], p.combiner)
@@ -241,24 +251,31 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
     weight = jnp.concatenate([weights[p.features[j]] for p, j in readers], 1).reshape(-1)
     rows = table.shape[0]
     flat_ids = jnp.where((weight != 0) & (flat_ids >= 0) & (flat_ids < rows), flat_ids, rows)
-    if sharded:
-      table, slot = sharded_tables.apply_gradients(
-          table, slot, flat_ids, row_grads, mesh, _capacity(owner, flat_ids, mesh), apply_rows)
-    else:
-      if mesh is not None:
-        # Every replica applies the whole batch's update: gather the ids and gradients once,
-        # then de-duplicate on each device without collectives (XLA's partitioning of the
-        # hash rounds' scatters over a batch-sharded array costs ~9x the whole step).
-        flat_ids, row_grads = jax.lax.with_sharding_constraint(
-            (flat_ids, row_grads), NamedSharding(mesh, P()))
-      # Tables of one size read by the same features (DeepFM's first-order and FM tables)
-      # touch the same rows: their ids are de-duplicated once.
-      key = (tuple(p.features[j] for p, j in readers), rows)
-      if key not in uniques:
-        uniques[key] = dedup.unique(flat_ids, rows)
-      table, slot = apply_rows(table, slot, flat_ids, row_grads, unique=uniques[key])
+    if is_sharded:
+      sharded.append((owner.name, table_name, table, slot, flat_ids, row_grads,
+                      _capacity(owner, flat_ids, mesh)))
+      continue
+    if mesh is not None:
+      # Every replica applies the whole batch's update: gather the ids and gradients once,
+      # then de-duplicate on each device without collectives (XLA's partitioning of the
+      # hash rounds' scatters over a batch-sharded array costs ~9x the whole step).
+      flat_ids, row_grads = jax.lax.with_sharding_constraint(
+          (flat_ids, row_grads), NamedSharding(mesh, P()))
+    # Tables of one size read by the same features (DeepFM's first-order and FM tables)
+    # touch the same rows: their ids are de-duplicated once.
+    key = (tuple(p.features[j] for p, j in readers), rows)
+    if key not in uniques:
+      uniques[key] = dedup.unique(flat_ids, rows)
+    table, slot = apply_rows(table, slot, flat_ids, row_grads, unique=uniques[key])
     new_tables.setdefault(owner.name, {})[table_name] = table
     new_slots.setdefault(owner.name, {})[table_name] = slot
+  if sharded:       # all sharded tables in one exchange
+    groups, names, tables_, slots_, flat_ids, row_grads, caps = zip(*sharded)
+    updated = sharded_tables.apply_gradients(tables_, slots_, flat_ids, row_grads, mesh, caps,
+                                             apply_rows)
+    for group, name, (table, slot) in zip(groups, names, updated):
+      new_tables.setdefault(group, {})[name] = table
+      new_slots.setdefault(group, {})[name] = slot
   return new_tables, new_slots
 
 
@@ -266,10 +283,13 @@ def overflow(tables, plans, ids: dict, mesh) -> dict[str, jax.Array]:
   """Per group, the ids of this batch beyond the all_to_all capacity (they took the slower
   path); a shared table counts under its owner."""
   counts = {plan_.name: jnp.zeros((), jnp.int32) for plan_ in plans}
-  for owner, table_name, _, flat, sharded in _tables(plans, ids, mesh):
-    if sharded:
-      counts[owner.name] += sharded_tables.overflow(
-          flat, tables[owner.name][table_name].shape[0], mesh, _capacity(owner, flat, mesh))
+  sharded = [(owner.name, flat, tables[owner.name][table_name].shape[0],
+              _capacity(owner, flat, mesh))
+             for owner, table_name, _, flat, is_sharded in _tables(plans, ids, mesh) if is_sharded]
+  if sharded:
+    owners, flats, rows, caps = zip(*sharded)
+    for owner, count in zip(owners, sharded_tables.overflow(flats, rows, mesh, caps)):
+      counts[owner] += count
   return counts
 
 

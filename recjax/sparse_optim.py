@@ -132,35 +132,57 @@ class SparseOptimizer:
               "n": jnp.full(table.shape, self.initial_accumulator, table.dtype)}
     return {}
 
+  @property
+  def additive(self) -> bool:
+    """Whether a touched row's new value is row + delta with a delta that does not depend on
+    the row (sgd, the adagrads and adam, without weight_decay): the engine then adds the
+    delta in place (`row_deltas`) and never reads the rows. FTRL sets rows from its slots,
+    and weight decay reads them."""
+    return self.name != "ftrl" and not self.weight_decay
+
+  def row_deltas(self, slots, grads, step):
+    """(delta to add to each touched row, new slots) of an `additive` optimizer."""
+    if not self.additive:
+      raise ValueError(f"{self.name} with weight_decay {self.weight_decay} reads the rows: "
+                       "use update_rows")
+    return _DELTAS[self.name](self, slots, grads, self.learning_rate_at(step), step)
+
   def update_rows(self, rows, slots, grads, step):
     """New values of the touched rows and of their slots, from each row's summed gradient."""
     if self.weight_decay:
       grads = grads + self.weight_decay * rows
-    return _UPDATES[self.name](self, rows, slots, grads, self.learning_rate_at(step), step)
+    lr = self.learning_rate_at(step)
+    if self.name == "ftrl":
+      return _ftrl(self, rows, slots, grads, lr, step)
+    delta, slots = _DELTAS[self.name](self, slots, grads, lr, step)
+    return rows + delta, slots
 
 
-def _sgd(opt, rows, slots, grads, lr, step):
-  return rows - lr * grads, slots
+# Each returns -(the textbook step): IEEE subtraction is the addition of the negation, so
+# row + delta is bitwise row - step, whether the engine adds it in place or not.
+
+def _sgd(opt, slots, grads, lr, step):
+  return -(lr * grads), slots
 
 
-def _adagrad(opt, rows, slots, grads, lr, step):
+def _adagrad(opt, slots, grads, lr, step):
   rowwise = opt.name == "rowwise_adagrad"
   squares = jnp.mean(grads * grads, -1) if rowwise else grads * grads
   accumulator = slots["accumulator"] + squares
   scale = jax.lax.rsqrt(accumulator + opt.epsilon)
   if rowwise:
     scale = scale[:, None]
-  return rows - lr * grads * scale, {"accumulator": accumulator}
+  return -(lr * grads * scale), {"accumulator": accumulator}
 
 
-def _adam(opt, rows, slots, grads, lr, step):
+def _adam(opt, slots, grads, lr, step):
   # Written in optax.adam's order of operations, so that the two agree to rounding.
   m = (1 - opt.beta1) * grads + opt.beta1 * slots["m"]
   v = (1 - opt.beta2) * (grads * grads) + opt.beta2 * slots["v"]
   t = jnp.asarray(step, jnp.float32) + 1
   m_hat = m / (1 - opt.beta1 ** t)
   v_hat = v / (1 - opt.beta2 ** t)
-  return rows - lr * (m_hat / (jnp.sqrt(v_hat) + opt.epsilon)), {"m": m, "v": v}
+  return -(lr * (m_hat / (jnp.sqrt(v_hat) + opt.epsilon))), {"m": m, "v": v}
 
 
 def _ftrl(opt, rows, slots, grads, lr, step):
@@ -175,5 +197,4 @@ def _ftrl(opt, rows, slots, grads, lr, step):
   return jnp.where(active, w, 0).astype(rows.dtype), {"z": z, "n": n}
 
 
-_UPDATES = {"sgd": _sgd, "adagrad": _adagrad, "rowwise_adagrad": _adagrad, "adam": _adam,
-            "ftrl": _ftrl}
+_DELTAS = {"sgd": _sgd, "adagrad": _adagrad, "rowwise_adagrad": _adagrad, "adam": _adam}
