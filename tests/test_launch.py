@@ -107,9 +107,12 @@ def test_two_processes_on_localhost_train_the_same_model_as_one(tmp_path, adult_
   summary = summary_of(result)
   assert summary["steps"] == 30 and summary["resumed_from"] is None
   assert summary["train_rows"] == single["train_rows"] == 32561
-  assert abs(summary["loss"] - single["loss"]) <= 1e-5, (summary["loss"], single["loss"])
+  # Not bitwise: 2 devices sum the dense gradients in another order than 1 (the tables are
+  # bitwise equal after a step, the dense parameters differ by an ulp), and 30 Adam steps
+  # amplify that to a few 1e-5 in the loss.
+  assert abs(summary["loss"] - single["loss"]) <= 1e-4, (summary["loss"], single["loss"])
   for name in ("auc", "log_loss", "accuracy"):
-    assert abs(summary["eval"][name] - single["eval"][name]) <= 1e-5, name
+    assert abs(summary["eval"][name] - single["eval"][name]) <= 1e-4, name
   lines = result.stdout.splitlines()
   for rank in (0, 1):      # both trained, each output prefixed with its rank
     assert any(line.startswith(f"[{rank}] {{") and '"steps": 30' in line for line in lines)
