@@ -3,7 +3,10 @@
 `update_rows(rows, slots, grads, step)` receives the current values of the touched rows, their
 optimizer slots (a dict of arrays with the same leading dimension) and the summed gradient of
 each row, and returns the new rows and slots. The engine gathers and scatters them; nothing
-here ever sees a whole table, so the cost of a step does not grow with the table.
+here ever sees a whole table, so the cost of a step does not grow with the table. Where the
+step does not depend on the row (`additive`: all but ftrl, without weight_decay),
+`row_deltas(slots, grads, step)` returns the step alone, and the engine adds it in place
+without reading the rows first.
 
 A row is touched when its id occurs in the batch, whatever the id's weight: an in-range id
 with weight 0 gives its row a zero gradient, which moves nothing under sgd and the adagrads
@@ -159,7 +162,8 @@ class SparseOptimizer:
 
 
 # Each returns -(the textbook step): IEEE subtraction is the addition of the negation, so
-# row + delta is bitwise row - step, whether the engine adds it in place or not.
+# row + delta is row - step (XLA may still fuse a product and the add into one FMA in one
+# program and not in another: rounding, not arithmetic, can differ between programs).
 
 def _sgd(opt, slots, grads, lr, step):
   return -(lr * grads), slots
