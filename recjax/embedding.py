@@ -179,8 +179,8 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
       # ("clip" is XLA's native gather; the default "fill" adds a select per table).
       rows.update(_split(jnp.take(table, flat, axis=0, mode="clip"), parts, ids))  # [B, L, D]
   if sharded:       # all sharded tables in one exchange
-    sharded_rows, flats, caps, partss = zip(*sharded)
-    for found, parts in zip(sharded_tables.lookup(sharded_rows, flats, mesh, caps), partss):
+    sharded_rows, flats, caps, parts_of = zip(*sharded)
+    for found, parts in zip(sharded_tables.lookup(sharded_rows, flats, mesh, caps), parts_of):
       rows.update(_split(found, parts, ids))
   out = {}
   for plan_ in plans:

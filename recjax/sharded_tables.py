@@ -144,6 +144,7 @@ def _update_local(shards, slots, flat_ids, row_grads, apply_rows, caps):
   summed = [jax.ops.segment_sum(g, r.inverse, num_segments=r.unique.shape[0])
             for g, r in zip(row_grads, routes)]
   m = jax.lax.axis_size(MODEL)
+  sizes = [jax.lax.axis_size(DATA) * m * r.unique.shape[0] for r in routes]   # see below
 
   def received(ids, grads):
     """Every replica's (ids, grads) over `data` (replicas of this shard saw other rows of the
@@ -165,7 +166,6 @@ def _update_local(shards, slots, flat_ids, row_grads, apply_rows, caps):
   # once, outside the cond (an update inside a cond copies the whole shard: measured, 26
   # tables of 10^6 rows on 8 devices, 82 -> 968 ms a step). The exchange de-duplicates its
   # M x capacity ids before padding them (2/M of M x n at capacity_factor 2).
-  sizes = [jax.lax.axis_size(DATA) * m * r.unique.shape[0] for r in routes]
 
   def exchange():
     send_grads = [jnp.zeros((m, cap, g.shape[-1]), g.dtype).at[r.owner, r.slot].set(
