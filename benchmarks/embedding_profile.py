@@ -85,6 +85,8 @@ def main() -> None:
                       "ops_us_per_step": {k: round(v, 1) for k, v in top}}), flush=True)
     del config
 
+  if not per_config:
+    return
   first, *others = list(per_config)
   for name in others:
     a, b = per_config[first], per_config[name]
