@@ -263,6 +263,19 @@ def _like_tables(opt_shapes, table_shardings, scalar):
   return jax.tree_util.tree_map_with_path(pick, opt_shapes)
 
 
+def on_devices(n: int):
+  """The train step's mesh over `n` devices; for n fake CPU devices, re-runs this script with
+  XLA_FLAGS set (the device count is fixed when the backend starts, so it must be in the
+  environment of a fresh process) and exits with its status."""
+  flag = f"--xla_force_host_platform_device_count={n}"
+  if n > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip())
+    sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+  if jax.device_count() < n:
+    sys.exit(f"asked for {n} devices, jax sees {jax.device_count()}")
+  return sharding.make_mesh(jax.devices()[:n])
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--devices", type=int, default=1,
@@ -277,15 +290,7 @@ def main() -> None:
   parser.add_argument("--only", nargs="*", default=CONFIGS, choices=CONFIGS)
   args = parser.parse_args()
 
-  flag = f"--xla_force_host_platform_device_count={args.devices}"
-  if args.devices > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
-    # The device count is fixed when the backend starts, so it must be in the environment of
-    # a fresh process.
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip())
-    sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
-  if jax.device_count() < args.devices:
-    sys.exit(f"asked for {args.devices} devices, jax sees {jax.device_count()}")
-  mesh = sharding.make_mesh(jax.devices()[:args.devices])
+  mesh = on_devices(args.devices)
 
   # The sparse configurations are timed in interleaved rounds, so that all of them see the
   # same load on a shared machine; the naive one (slow, and only a speedup reference) after.

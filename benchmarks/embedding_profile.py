@@ -20,8 +20,6 @@ the ops that grew or shrank most against the first.
 import argparse
 import collections
 import json
-import os
-import subprocess
 import pathlib
 import sys
 import tempfile
@@ -31,8 +29,6 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import embedding as bench            # noqa: E402  (the benchmark's configurations)
-
-from recjax import sharding          # noqa: E402
 
 TOP = 12
 
@@ -59,11 +55,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20, help="profiled steps per configuration")
   parser.add_argument("--quick", action="store_true", help="large tables 10 times smaller")
   args = parser.parse_args()
-  flag = f"--xla_force_host_platform_device_count={args.devices}"
-  if args.devices > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip())
-    sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
-  mesh = sharding.make_mesh(jax.devices()[:args.devices])
+  mesh = bench.on_devices(args.devices)
   options = argparse.Namespace(quick=args.quick, placement="auto")
 
   per_config = {}
