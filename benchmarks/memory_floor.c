@@ -9,14 +9,15 @@
  * are a floor for any implementation on this machine, not a competitor to it.
  *
  * Table and accumulators are backed by 2 MiB pages (MADV_HUGEPAGE), as recjax/hugepages.py
- * backs the engine's. memory_floor.py drives it: it runs one step of every configuration per
- * line read from stdin (the step's index, cycling over the steps in the files), so that the
- * driver can interleave them with the engine's own step and all see the same load.
+ * backs the engine's. memory_floor.py drives it: it runs one step per line read from stdin
+ * (a configuration's index and the step's, cycling over the steps in its file), so that the
+ * driver can interleave the configurations with the engine's own step in rounds, as
+ * benchmarks/embedding.py interleaves its own, and all of them see the same load.
  *
  * usage: memory_floor DIM IDS_PER_STEP ROWS_1 IDS_FILE_1 [ROWS_2 IDS_FILE_2 ...]
  *   IDS_FILE: steps x IDS_PER_STEP int32 row ids, native byte order.
- * prints "ready" and each configuration's distinct ids in step 0, then for each step read, one
- * line: gather_ms update_ms of each configuration in turn.
+ * prints "ready" and each configuration's distinct ids in step 0, then for each step asked,
+ * one line: gather_ms update_ms.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -142,19 +143,22 @@ int main(int argc, char **argv) {
   fflush(stdout);
   char line[64];
   double checksum = 0;
-  while (fgets(line, sizeof line, stdin)) {      /* one line per step: the step's index */
-    long s = atol(line) % configs[0].steps;
-    for (int c = 0; c < count; c++) {
-      Config *cfg = &configs[c];
-      double start = now_ms();
-      gather(cfg->table, cfg->ids + s * n, n, dim, rows);
-      double middle = now_ms();
-      update(cfg->table, cfg->acc, cfg->sorted + s * n, cfg->distinct[s], dim, grads);
-      double end = now_ms();
-      checksum += rows[s * dim];                  /* keeps the gather from being elided */
-      printf("%s%.4f %.4f", c ? " " : "", middle - start, end - middle);
+  while (fgets(line, sizeof line, stdin)) {      /* one line per step: "CONFIG STEP" */
+    int c;
+    long s;
+    if (sscanf(line, "%d %ld", &c, &s) != 2 || c < 0 || c >= count) {
+      fprintf(stderr, "bad request: %s", line);
+      return 2;
     }
-    printf("\n");
+    Config *cfg = &configs[c];
+    s %= cfg->steps;
+    double start = now_ms();
+    gather(cfg->table, cfg->ids + s * n, n, dim, rows);
+    double middle = now_ms();
+    update(cfg->table, cfg->acc, cfg->sorted + s * n, cfg->distinct[s], dim, grads);
+    double end = now_ms();
+    checksum += rows[s * dim];                    /* keeps the gather from being elided */
+    printf("%.4f %.4f\n", middle - start, end - middle);
     fflush(stdout);
   }
   fprintf(stderr, "checksum %g\n", checksum);

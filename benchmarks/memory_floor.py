@@ -1,7 +1,7 @@
 """The memory floor under benchmarks/embedding.py's `table_size_ratio`: how much more touching
 the step's rows costs in a big table than in a small one, in hand-written C with prefetching.
 
-  python benchmarks/memory_floor.py [--rounds 40]
+  python benchmarks/memory_floor.py [--rounds 10] [--only small shared]
 
 The engine's step does a fixed amount of work per id whatever the table's size (no table-sized
 temporary, no sweep over rows), yet on the CPU a step on 10^8 rows is slower than on 2.6 x 10^5:
@@ -10,21 +10,23 @@ their rows come from DRAM through page walks. This script measures that cost apa
 framework: `memory_floor.c` (compiled here with gcc -O2) reads the rows of the same ids as
 embedding.py's configurations (`_batches`, the same Zipf ids and hash; separate tables laid out
 one after another), then updates each distinct row and its row-wise Adagrad accumulator, with
-software prefetch, distinct ids found before timing. In each round it runs one step of every
-configuration, then the engine's own `small` step (embedding.py's, compiled and warmed up as
-there) runs once, so all the figures see the same load on a shared machine. Then:
+software prefetch, distinct ids found before timing. In each round it runs a few steps of
+every configuration, then the engine's own steps of the same configurations (embedding.py's,
+compiled and warmed up as there) run as many, so all the figures see the same load on a shared
+machine. Then, the worse of `large` and `shared` against `small`:
 
-  floor_growth_ms   the table traffic's extra cost in the worse of `large` and `shared` over
-                    `small`: what any implementation of the step pays on this machine.
-  floor_ratio       the same as a ratio of the traffic alone.
-  best_table_size_ratio   (small_step_ms + floor_growth_ms) / small_step_ms, with the engine's
-                    small step measured in this run: the least `table_size_ratio` a step this
-                    fast on small tables can reach, were its table traffic as cheap as this C
-                    loop's. A faster small step makes this bound worse, not better.
+  floor_growth_ms   the C loop's extra time per step on the big tables: the cost of their rows'
+                    cache and TLB misses alone, in a loop that does nothing else.
+  floor_ratio       the same as a ratio of the C loop's times.
+  engine_growth_ms, table_size_ratio   the same for the engine's whole step, in this run.
+  best_table_size_ratio   (small_step_ms + floor_growth_ms) / small_step_ms: the least
+                    `table_size_ratio` a step as fast as the engine's on small tables could
+                    reach, were its row traffic on big tables as cheap as the C loop's. A faster
+                    small step makes this bound worse, not better.
 
-Prints one JSON line per configuration, one for the engine's small step and a last line with the
-figures above (medians over the rounds). Needs gcc and about 9 GB of memory (configurations that
-do not fit are skipped with the reason).
+Prints one JSON line per configuration (the C loop's medians and the engine's) and a last line
+with the figures above. Needs gcc and about 16 GB of memory for both at once (a configuration
+that does not fit is skipped with the reason).
 """
 
 import argparse
@@ -67,74 +69,90 @@ def _compile(directory: str) -> str:
   return binary
 
 
-def _engine_small():
-  """embedding.py's `small` configuration on one device, compiled and warmed up."""
-  args = argparse.Namespace(quick=False, placement="auto")
-  return bench.Config("small", args, bench.sharding.make_mesh(jax.devices()[:1]))
+def _floor_process(directory: str, configs: list[str], results: dict) -> subprocess.Popen:
+  """memory_floor.c started on the configurations that fit in the memory left; the others get
+  a "skipped" reason in `results`."""
+  command = [_compile(directory), str(bench.DIM), str(bench.FEATURES * bench.BATCH)]
+  budget = bench._available_bytes() * bench.MEMORY_HEADROOM
+  for config in configs:
+    rows, ids = _flat_ids(config)
+    need = rows * (bench.DIM + 1) * 4
+    if need > budget:
+      results[config]["skipped"] = f"needs {need / 2**30:.1f} GiB, {budget / 2**30:.1f} usable"
+      continue
+    budget -= need
+    path = os.path.join(directory, f"{config}.ids")
+    ids.tofile(path)
+    command += [str(rows), path]
+  floor = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  ready, *distinct = floor.stdout.readline().split()
+  if ready != "ready":
+    sys.exit(f"memory_floor.c did not start: {ready!r}")
+  for config, count in zip([c for c in configs if "skipped" not in results[c]], distinct):
+    results[config]["distinct_rows"] = int(count)
+  return floor
+
+
+def _floor_step(floor: subprocess.Popen, index: int, step: int) -> tuple[float, float]:
+  floor.stdin.write(f"{index} {step}\n")
+  floor.stdin.flush()
+  gather_ms, update_ms = map(float, floor.stdout.readline().split())
+  return gather_ms, update_ms
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--rounds", type=int, default=40, help="timed steps per configuration")
+  parser.add_argument("--rounds", type=int, default=10,
+                      help=f"interleaved rounds of {bench.BATCHES} steps per configuration")
   parser.add_argument("--only", nargs="*", default=CONFIGS, choices=CONFIGS)
   args = parser.parse_args()
 
-  engine = _engine_small()
+  # The engine's configurations first (each checks the memory it needs), then the C loop's.
+  mesh = bench.sharding.make_mesh(jax.devices()[:1])
+  engines = {c: bench.Config(c, argparse.Namespace(quick=False, placement="auto"), mesh)
+             for c in args.only}
+  results = {c: {"config": c, "rows_total": engines[c].result["rows_total"]} for c in args.only}
   with tempfile.TemporaryDirectory() as directory:
-    command, results = [_compile(directory), str(bench.DIM), str(bench.FEATURES * bench.BATCH)], {}
-    budget = bench._available_bytes() * bench.MEMORY_HEADROOM
-    for config in args.only:
-      rows, ids = _flat_ids(config)
-      results[config] = {"config": config, "rows_total": rows}
-      need = rows * (bench.DIM + 1) * 4
-      if need > budget:
-        results[config]["skipped"] = (f"needs {need / 2**30:.1f} GiB, "
-                                      f"{budget / 2**30:.1f} GiB usable")
-        continue
-      budget -= need
-      path = os.path.join(directory, f"{config}.ids")
-      ids.tofile(path)
-      command += [str(rows), path]
+    floor = _floor_process(directory, args.only, results)
     measured = [c for c in args.only if "skipped" not in results[c]]
-    floor = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    ready, *distinct = floor.stdout.readline().split()
-    assert ready == "ready", ready
-    times = []                  # per round: [gather_ms, update_ms] of each measured config
-    for r in range(bench.BATCHES + args.rounds):   # a first pass over the steps, untimed
-      floor.stdin.write(f"{r}\n")
-      floor.stdin.flush()
-      line = [float(x) for x in floor.stdout.readline().split()]
-      engine.run(1)
-      if r >= bench.BATCHES:
-        times.append(line)
-      else:
-        engine.times.clear()
+    times = {c: [] for c in measured}      # per config: (gather_ms, update_ms) of each step
+    for r in range(1 + args.rounds):       # round 0 untimed: every step of every config once
+      for index, config in enumerate(measured):
+        steps = [_floor_step(floor, index, s) for s in range(bench.BATCHES)]
+        times[config] += steps if r else []
+      for engine in engines.values():
+        if engine.state is not None:
+          engine.run(bench.BATCHES)
+          if not r:
+            engine.times.clear()
     floor.stdin.close()
     if floor.wait():
       sys.exit(f"memory_floor.c exited with {floor.returncode}")
 
-  times = np.array(times).reshape(len(times), len(measured), 2)
-  for k, config in enumerate(measured):
-    gather, update = times[:, k, 0], times[:, k, 1]
+  for config in measured:
+    gather, update = np.array(times[config]).T
     results[config].update(
         gather_ms=round(float(np.median(gather)), 3), update_ms=round(float(np.median(update)), 3),
-        table_ms=round(float(np.median(gather + update)), 3), distinct_rows=int(distinct[k]))
+        table_ms=round(float(np.median(gather + update)), 3))
   for config in args.only:
+    results[config]["engine_step_ms"] = engines[config].finish().get("step_ms_median")
     print(json.dumps(results[config]), flush=True)
-  small_step = engine.finish()
-  print(json.dumps(small_step), flush=True)
 
-  table_ms = {c: results[c].get("table_ms") for c in args.only}
-  large = [table_ms[c] for c in ("large", "shared") if table_ms.get(c)]
-  small, step = table_ms.get("small"), small_step.get("step_ms_median")
-  growth = ratio = best = None
-  if large and small:
-    growth, ratio = max(large) - small, max(large) / small
-    if step:
-      best = (step + growth) / step
+  def growth(key):
+    """The worse of large and shared over small in `key`: (difference, ratio) or Nones."""
+    small = results.get("small", {}).get(key)
+    large = [results[c][key] for c in ("large", "shared") if results.get(c, {}).get(key)]
+    return (max(large) - small, max(large) / small) if small and large else (None, None)
+
+  floor_growth, floor_ratio = growth("table_ms")
+  engine_growth, engine_ratio = growth("engine_step_ms")
+  step = results.get("small", {}).get("engine_step_ms")
+  best = (step + floor_growth) / step if step and floor_growth is not None else None
+  rounded = lambda x: None if x is None else round(x, 3)
   print(json.dumps({
-      "floor_growth_ms": growth and round(growth, 3), "floor_ratio": ratio and round(ratio, 3),
-      "small_step_ms": step, "best_table_size_ratio": best and round(best, 3),
+      "floor_growth_ms": rounded(floor_growth), "floor_ratio": rounded(floor_ratio),
+      "engine_growth_ms": rounded(engine_growth), "table_size_ratio": rounded(engine_ratio),
+      "small_step_ms": step, "best_table_size_ratio": rounded(best),
       "load_average": round(os.getloadavg()[0], 2)}), flush=True)
 
 
