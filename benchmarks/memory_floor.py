@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -108,7 +107,7 @@ def main() -> None:
   args = parser.parse_args()
 
   # The engine's configurations first (each checks the memory it needs), then the C loop's.
-  mesh = bench.sharding.make_mesh(jax.devices()[:1])
+  mesh = bench.on_devices(1)
   engines = {c: bench.Config(c, argparse.Namespace(quick=False, placement="auto"), mesh)
              for c in args.only}
   results = {c: {"config": c, "rows_total": engines[c].result["rows_total"]} for c in args.only}
@@ -119,7 +118,8 @@ def main() -> None:
     for r in range(1 + args.rounds):       # round 0 untimed: every step of every config once
       for index, config in enumerate(measured):
         steps = [_floor_step(floor, index, s) for s in range(bench.BATCHES)]
-        times[config] += steps if r else []
+        if r:
+          times[config] += steps
       for engine in engines.values():
         if engine.state is not None:
           engine.run(bench.BATCHES)
