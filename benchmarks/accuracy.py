@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from recjax import config as config_lib
-from recjax import train
+from recjax.train import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def census(seeds: int) -> None:
 
 def movielens(seeds: int) -> None:
   """Each recall config's figures per seed and their medians."""
-  from recjax import movielens as movielens_data
+  from recjax.datasets import movielens as movielens_data
   if not (movielens_data.SOURCE / movielens_data.RATINGS).exists():
     print(json.dumps({"config": "movielens", "skipped": f"{movielens_data.SOURCE} is absent"}),
           flush=True)

@@ -57,9 +57,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recjax import embedding, hugepages, sharding
-from recjax import features as features_lib
-from recjax.sparse_optim import SparseOptimizer
+from recjax.embedding import tables as embedding
+from recjax.embedding import hugepages
+from recjax import sharding
+from recjax.features import spec as features_lib
+from recjax.embedding.sparse_optim import SparseOptimizer
 
 FEATURES, DIM, BATCH = 26, 16, 4096
 ZIPF_EXPONENT = 1.1

@@ -39,9 +39,9 @@ import pyarrow.parquet as pq                     # noqa: E402
 import tensorflow as tf                          # noqa: E402
 
 from recjax import config as config_lib          # noqa: E402
-from recjax import input as input_lib            # noqa: E402
-from recjax import synthetic                     # noqa: E402
-from recjax import train                         # noqa: E402
+from recjax.input import pipeline as input_lib            # noqa: E402
+from recjax.input import synthetic                     # noqa: E402
+from recjax.train import loop as train                         # noqa: E402
 
 BATCH = 4096
 NUMERIC = [f"I{i}" for i in range(1, 14)]

@@ -8,7 +8,7 @@
  * loop prefetches PREFETCH ids ahead, which XLA's CPU gather and scatter do not, so the times
  * are a floor for any implementation on this machine, not a competitor to it.
  *
- * Table and accumulators are backed by 2 MiB pages (MADV_HUGEPAGE), as recjax/hugepages.py
+ * Table and accumulators are backed by 2 MiB pages (MADV_HUGEPAGE), as recjax/embedding/hugepages.py
  * backs the engine's. memory_floor.py drives it: it runs one step per line read from stdin
  * (a configuration's index and the step's, cycling over the steps in its file), so that the
  * driver can interleave the configurations with the engine's own step in rounds, as

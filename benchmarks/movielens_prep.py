@@ -1,4 +1,4 @@
-"""Write the MovieLens-1M leave-one-out files (recjax.movielens) into a work directory.
+"""Write the MovieLens-1M leave-one-out files (recjax.datasets.movielens) into a work directory.
 
   python benchmarks/movielens_prep.py [--out DIR] [--max_len 50] [--negatives 100] [--seed 0]
 
@@ -10,7 +10,7 @@ may not be redistributed: never point --out into the repository.
 import argparse
 import json
 
-from recjax import movielens
+from recjax.datasets import movielens
 
 
 def main() -> None:

@@ -47,11 +47,11 @@ import numpy as np                               # noqa: E402
 import optax                                     # noqa: E402
 
 from recjax import config as config_lib          # noqa: E402
-from recjax import embedding                     # noqa: E402
-from recjax import hugepages                     # noqa: E402
-from recjax import input as input_lib            # noqa: E402
-from recjax import tasks as tasks_lib            # noqa: E402
-from recjax import train                         # noqa: E402
+from recjax.embedding import tables as embedding                     # noqa: E402
+from recjax.embedding import hugepages                     # noqa: E402
+from recjax.input import pipeline as input_lib            # noqa: E402
+from recjax.tasks import spec as tasks_lib            # noqa: E402
+from recjax.train import loop as train                         # noqa: E402
 
 BATCH = 4096
 WARMUP = 20                                      # steps excluded from every figure

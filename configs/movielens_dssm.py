@@ -7,7 +7,7 @@ tower a movie's id, genres and year. Trained with in-batch softmax and the log-Q
 on (user before t, movie at t) rows; evaluated by full-corpus retrieval over all 3,883
 movies (recall@50, the user's train movies excluded) and by HR@10 / NDCG@10 against the same
 100 sampled negatives as SASRec. Loading the config writes the leave-one-out files once
-(`recjax.movielens`, outside the repository). `:smoke` uses 40 users and trains 30 steps.
+(`recjax.datasets.movielens`, outside the repository). `:smoke` uses 40 users and trains 30 steps.
 
 Measured (seed 0, 2 busy CPU cores): 6 epochs (5,640 steps, about 5 minutes) reach
 recall@50 0.431 (recall@10 0.175) over the full corpus and HR@10 0.767 / NDCG@10 0.526
@@ -16,7 +16,7 @@ against the sampled negatives; 1 epoch 0.325, 3 epochs 0.390.
 
 import ml_collections
 
-from recjax import movielens
+from recjax.datasets import movielens
 
 MAX_LEN = 50
 

@@ -2,7 +2,7 @@
 
   recjax train --config configs/movielens_sasrec.py --workdir /tmp/recjax/movielens_sasrec
 
-Loading the config writes the leave-one-out files once (`recjax.movielens`, into a work
+Loading the config writes the leave-one-out files once (`recjax.datasets.movielens`, into a work
 directory outside the repository). The eval split is every user's last item with 100
 sampled unrated movies (HR@10, NDCG@10; Kang & McAuley report 0.824 / 0.590 on the full
 ML-1M, not comparable to the 2,999-user file here) and full-corpus recall@10/50 with the
@@ -15,7 +15,7 @@ HR@10 0.791, NDCG@10 0.582, recall@50 0.498.
 
 import ml_collections
 
-from recjax import movielens
+from recjax.datasets import movielens
 
 MAX_LEN = 50          # the history window (the paper: 200 on ML-1M)
 DIM = 50              # the paper's d

@@ -17,7 +17,7 @@ ITEMS = 20000
 
 
 def columns() -> dict:
-  """The raw columns, in the formats a log would hold them (see recjax/synthetic.py)."""
+  """The raw columns, in the formats a log would hold them (see recjax/input/synthetic.py)."""
   return dict(
       user=dict(type="integer", cardinality=5000, zipf=0.8),
       city=dict(type="categorical", cardinality=400, prefix="city", missing=0.1),

@@ -1,4 +1,4 @@
-"""DIN, BST or the DNN baseline on the synthetic behaviour-sequence source (recjax/synthetic.py
+"""DIN, BST or the DNN baseline on the synthetic behaviour-sequence source (recjax/input/synthetic.py
 `sequence` schema: a user's last 20 items and their categories, the candidate item, tags, a
 price and a user vector; labels from the hidden teacher). The model is the config arg
 (din | bst | dnn), `smoke` may follow after a comma.

@@ -19,11 +19,11 @@ from typing import Any
 import flax.linen as nn
 import ml_collections
 
-from recjax import features as features_lib
-from recjax import optim
-from recjax import sparse_optim
-from recjax import synthetic
-from recjax import tasks as tasks_lib
+from recjax.features import spec as features_lib
+from recjax.train import optim
+from recjax.embedding import sparse_optim
+from recjax.input import synthetic
+from recjax.tasks import spec as tasks_lib
 from recjax.errors import ConfigError
 from recjax.models import MODELS
 

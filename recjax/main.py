@@ -75,14 +75,14 @@ def run(argv) -> dict:
   experiment = _experiment(args, overrides)
 
   if args.command == "stats":
-    from recjax import stats
+    from recjax.input import stats
     return stats.run(experiment, args.split, args.output)
-  from recjax import train       # jax, flax, TF: only after the config is known to be valid
+  from recjax.train import loop as train       # jax, flax, TF: only after the config is known to be valid
   if args.command == "train":
     return train.train_and_evaluate(experiment, args.workdir, run_eval=not args.no_eval,
                                     run_export=not args.no_export, init_from=args.init_from)
 
-  from recjax import input as input_lib
+  from recjax.input import pipeline as input_lib
   from recjax import sharding
   mesh = sharding.make_mesh()
   state = train.restore_state(experiment, args.workdir, mesh)
@@ -90,17 +90,17 @@ def run(argv) -> dict:
     return {"step": int(state.step),
             "eval": train.evaluate(experiment, state, input_lib.load_split(experiment, "eval"), mesh)}
   if args.command == "export":
-    from recjax import export
+    from recjax.export import saved_model as export
     output = args.output or os.path.join(args.workdir, "export", "latest")
     summary = {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
     if any(t.kind.retrieval for t in experiment.tasks):   # and each tower alone, beside it
-      from recjax import tower_export
+      from recjax.export import towers as tower_export
       summary |= tower_export.export_towers(experiment, state, os.path.dirname(
           os.path.abspath(output)))
     return summary
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)
-  from recjax import export
+  from recjax.export import saved_model as export
   predictions = train.predict(experiment, state, split, mesh)
   names = export.output_names(experiment)
   columns = [np.asarray(predictions[task]).reshape(split.rows, -1) for task in names]

@@ -12,7 +12,7 @@ import numpy as np
 
 from recjax import config as config_lib
 from recjax import sharding
-from recjax import train
+from recjax.train import loop as train
 
 
 def state_arrays(config_path: str, workdir, overrides=()) -> tuple[int, dict[str, np.ndarray]]:

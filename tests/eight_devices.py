@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import embedding
-from recjax import features
+from recjax.embedding import tables as embedding
+from recjax.features import spec as features
 from recjax import sharding
-from recjax import sparse_optim
+from recjax.embedding import sparse_optim
 
 assert jax.device_count() == 8, jax.devices()
 B, L = 64, 3

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from recjax import config as config_lib
-from recjax import features
+from recjax.features import spec as features
 from recjax.errors import ConfigError
 from tests.conftest import ADULT_CONFIG, ROOT
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from recjax import dedup
+from recjax.embedding import dedup
 
 CASES = [(1, 1), (7, 3), (4096, 10**4), (4096, 1000448),      # packed: id and position fit 32
          (4096, 10**8), (106_496, 10**8), (300, 2**31 - 1)]   # too wide to pack

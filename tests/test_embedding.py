@@ -1,4 +1,4 @@
-"""Tests for recjax.embedding: pooled lookups against a slow numpy loop, and the fused sparse
+"""Tests for recjax.embedding.tables: pooled lookups against a slow numpy loop, and the fused sparse
 update against a dense reference (autodiff through jnp.take, then the optimizer over the whole
 table), because the sparse path is only trustworthy if it equals the textbook one."""
 
@@ -14,9 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from recjax import embedding
-from recjax import sparse_optim
-from recjax import features
+from recjax.embedding import tables as embedding
+from recjax.embedding import sparse_optim
+from recjax.features import spec as features
 from recjax.errors import ConfigError
 
 # A numeric feature sits between id features so that the plan's columns are not just 0..F-1.

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from recjax import config as config_lib
 from recjax import errors
-from recjax import export
-from recjax import features
+from recjax.export import saved_model as export
+from recjax.features import spec as features
 
 LONG = "x" * 10_000
 WIDE = "中" * 10_000
@@ -263,7 +263,7 @@ def test_sequence_lists_of_different_lengths_name_the_row():
 
 
 def test_sequence_shares_the_table_in_a_group():
-  from recjax import embedding
+  from recjax.embedding import tables as embedding
   group = features.Group("deep", ("item_id", "hist_item", "hist_cat"), dim=4)
   specs, plans = embedding.plan(_sequence_features(), (group,))
   assert [(s.name, s.rows) for s in specs] == [("item_id", 5000), ("hist_cat", 7)]
@@ -390,7 +390,7 @@ def test_transform_of_every_kind_matches_tf():
 
 def test_saved_model_with_every_kind_equals_jax_on_raw_rows(tmp_path):
   import jax
-  from recjax import train
+  from recjax.train import loop as train
   exp = experiment()
   state = train.init_state(exp, jax.random.key(3))
   # perturb the tables so that every id matters (the wide tables start at zero)
@@ -474,7 +474,7 @@ def test_vocabulary_file_is_read_at_validation(tmp_path):
 
 def test_all_features_config_trains_in_smoke_mode_and_its_saved_model_matches_jax(tmp_path):
   import pyarrow as pa
-  from recjax import synthetic
+  from recjax.input import synthetic
   from tests.conftest import ROOT, run_cli, summary_of
   spec = f"{ROOT / 'configs' / 'synthetic_all_features.py'}:smoke"
   exp = config_lib.experiment(config_lib.load(spec))

@@ -1,4 +1,4 @@
-"""Tests for recjax.features: the numpy transform (training) and its TF twin (serving) must give
+"""Tests for recjax.features.spec: the numpy transform (training) and its TF twin (serving) must give
 the same ids and values on awkward raw data, or the served model sees other rows than it
 learned; plus the errors that bad configs and bad rows raise."""
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from recjax import errors
-from recjax import features
+from recjax.features import spec as features
 
 STRINGS = [
     "", " ", "  padded  ", "\t", "\n", "a b", "a", "A",

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recjax import hugepages
+from recjax.embedding import hugepages
 
 THP = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
 

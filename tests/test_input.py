@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recjax import config as config_lib
-from recjax import input as input_lib
+from recjax.input import pipeline as input_lib
 from recjax.errors import DataError
 
 ROWS = "a,b,c,label\n1,x,2.5,1\n3,y,-1,0\n4,z,0,1\n5,x,7,0\n"
@@ -306,7 +306,7 @@ def _sources(tmp_path):
 
 
 def test_pieces_cut_csv_at_line_ends_outside_quotes_and_parquet_between_row_groups(tmp_path):
-  from recjax import pieces
+  from recjax.input import pieces
   sources = _sources(tmp_path)
   text = (tmp_path / "t.csv").read_bytes()
   spans = pieces.csv_spans(str(tmp_path / "t.csv"), True, '"', 3)

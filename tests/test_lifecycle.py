@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from recjax import checkpoint
+from recjax.train import checkpoint
 from recjax import config as config_lib
-from recjax import days
-from recjax import export
+from recjax.train import incremental as days
+from recjax.export import saved_model as export
 from recjax import main as main_lib
 from recjax import sharding
-from recjax import synthetic
-from recjax import train
+from recjax.input import synthetic
+from recjax.train import loop as train
 from recjax.errors import RecjaxError
 from tests.conftest import ROOT
 
@@ -94,7 +94,7 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
   feed = {c: tf.constant(table[c].to_numpy().astype(np.float32)) if s.dtype == tf.float32
           else tf.constant(table[c].cast(pa.string()).to_pylist(), tf.string)
           for c, s in export.serving_inputs(exp).items()}
-  from recjax import input as input_lib
+  from recjax.input import pipeline as input_lib
   jax_best = train.predict(exp, best_state, input_lib.load_split(exp, "eval"), mesh)["label"]
   served = {}
   for name in ("best", "latest"):

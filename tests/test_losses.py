@@ -1,4 +1,4 @@
-"""Tests for recjax.losses: each loss against a slow reference written with Python loops, on
+"""Tests for recjax.tasks.losses: each loss against a slow reference written with Python loops, on
 hand-computed tiny cases, with duplicate item ids, masks and log-Q corrections, and with
 finite gradients, since every model's training figure rests on these."""
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recjax import losses
+from recjax.tasks import losses
 
 
 def _logsumexp(values):

@@ -1,4 +1,4 @@
-"""Tests for recjax.metrics: the rank-based AUC and GAUC against brute-force pair counts and
+"""Tests for recjax.tasks.metrics: the rank-based AUC and GAUC against brute-force pair counts and
 loops over groups, the ranking and retrieval metrics against per-row loops, and the other
 metrics against values worked out by hand, since reported figures must be exact."""
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recjax import metrics
+from recjax.tasks import metrics
 
 
 def _pairwise_auc(labels, scores):

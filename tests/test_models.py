@@ -1,4 +1,4 @@
-"""Tests for recjax.layers and recjax.models.
+"""Tests for recjax.layers.interaction and recjax.models.
 
 Layers against their papers' formulas written out naively; every registered model (and one
 defined outside the package, named by a config) trained 3 steps from its `tiny` preset on a
@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import export
-from recjax import input as input_lib
-from recjax import layers
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
+from recjax.layers import interaction as layers
 from recjax import sharding
-from recjax import train
+from recjax.train import loop as train
 from recjax.errors import ConfigError
 from recjax.models import MODELS, TINY
 from tests import external_model
@@ -360,8 +360,8 @@ def test_config_names_an_external_model_by_import_path():
 
 @pytest.mark.parametrize("name, message", [
     ("no_such_pkg.models:Net", "model.name: cannot import 'no_such_pkg.models'"),
-    ("recjax.layers:Nothing", "model.name: recjax.layers has no Flax module class 'Nothing'"),
-    ("recjax.layers:MLP", "model.name: recjax.layers:MLP has no `task` or `tasks` field"),
+    ("recjax.layers.interaction:Nothing", "model.name: recjax.layers.interaction has no Flax module class 'Nothing'"),
+    ("recjax.layers.interaction:MLP", "model.name: recjax.layers.interaction:MLP has no `task` or `tasks` field"),
     ("dcnv3", "model.name: 'dcnv3' is not a model; did you mean 'dcnv2'"),
 ])
 def test_bad_model_names_are_config_errors(name, message):

@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import export
-from recjax import input as input_lib
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
 from recjax import sharding
-from recjax import train
+from recjax.train import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "movielens100k.py"

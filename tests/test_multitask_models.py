@@ -1,4 +1,4 @@
-"""Tests for recjax.multitask_layers and the multi-task models (shared-bottom, MMoE, PLE, ESMM).
+"""Tests for recjax.layers.multitask and the multi-task models (shared-bottom, MMoE, PLE, ESMM).
 
 Model level: MMoE and PLE outputs against a naive re-computation from the experts, gates and
 towers read out of the params; ESMM's CTCVR identity and that the CTR loss never reaches the
@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import export
-from recjax import input as input_lib
-from recjax import multitask_layers
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
+from recjax.layers import multitask as multitask_layers
 from recjax import sharding
-from recjax import train
+from recjax.train import loop as train
 from recjax.models import TINY
 from recjax.models import dnn
 from recjax.models import esmm

@@ -1,4 +1,4 @@
-"""Tests for the recall models (DSSM, SASRec), recjax.retrieval, recjax.tower_export and the
+"""Tests for the recall models (DSSM, SASRec), recjax.tasks.retrieval, recjax.export.towers and the
 MovieLens leave-one-out files.
 
 The models against their definitions on random inputs (towers independent, SASRec blind to
@@ -19,17 +19,17 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import embedding
-from recjax import export
-from recjax import input as input_lib
-from recjax import losses
-from recjax import metrics as metrics_lib
-from recjax import movielens
-from recjax import retrieval
+from recjax.embedding import tables as embedding
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
+from recjax.tasks import losses
+from recjax.tasks import metrics as metrics_lib
+from recjax.datasets import movielens
+from recjax.tasks import retrieval
 from recjax import sharding
-from recjax import tasks
-from recjax import tower_export
-from recjax import train
+from recjax.tasks import spec as tasks
+from recjax.export import towers as tower_export
+from recjax.train import loop as train
 from recjax.errors import ConfigError
 from recjax.models import TINY
 from recjax.models import dssm

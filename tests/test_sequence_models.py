@@ -1,4 +1,4 @@
-"""Tests for recjax.sequence_layers and the sequence models DIN and BST.
+"""Tests for recjax.layers.sequence and the sequence models DIN and BST.
 
 Layers against their papers' formulas written out naively, padding that must not matter
 (history positions beyond a user's list change nothing), and each model trained 3 steps from
@@ -17,12 +17,12 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import export
-from recjax import input as input_lib
-from recjax import sequence_layers
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
+from recjax.layers import sequence as sequence_layers
 from recjax import sharding
-from recjax import synthetic
-from recjax import train
+from recjax.input import synthetic
+from recjax.train import loop as train
 from recjax.models import MODELS, TINY
 from tests.conftest import ROOT
 from tests.test_models import _init_apply, _normal, nn_relu

@@ -1,4 +1,4 @@
-"""Tests for recjax.sparse_optim, driven through the real engine (embedding.apply_gradients) and
+"""Tests for recjax.embedding.sparse_optim, driven through the real engine (embedding.apply_gradients) and
 compared with dense references over whole tables: optax.adam, a numpy FTRL from the paper
 (itself checked against TensorFlow's kernel), numpy sgd / adagrad / lazy Adam. A fused sparse
 optimizer is only trustworthy if it equals the textbook one on the rows it touches and leaves
@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import embedding
-from recjax import features
+from recjax.embedding import tables as embedding
+from recjax.features import spec as features
 from recjax.errors import ConfigError
-from recjax.sparse_optim import SparseOptimizer
+from recjax.embedding.sparse_optim import SparseOptimizer
 
 FEATURES = (
     features.IdFeature("user", hash_bucket_size=40),

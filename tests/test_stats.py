@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recjax import config as config_lib
-from recjax import stats
+from recjax.input import stats
 from tests.conftest import run_cli, summary_of
 
 

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recjax import config as config_lib
-from recjax import input as input_lib
-from recjax import metrics
-from recjax import synthetic
+from recjax.input import pipeline as input_lib
+from recjax.tasks import metrics
+from recjax.input import synthetic
 from recjax.errors import ConfigError
 
 
@@ -136,7 +136,7 @@ def test_generated_columns_read_like_the_same_rows_in_csv_and_parquet(tmp_path):
 
 
 def test_a_deepfm_learns_the_teacher(tmp_path):
-  from recjax import train
+  from recjax.train import loop as train
   summary = train.train_and_evaluate(_experiment(), tmp_path, run_export=False)
   assert summary["eval"]["auc"] > 0.7, summary["eval"]      # the teacher reaches 0.87
   assert summary["bad_rows"] == {} and summary["train_rows"] == 20000

@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
-from recjax import export
-from recjax import input as input_lib
-from recjax import metrics
+from recjax.export import saved_model as export
+from recjax.input import pipeline as input_lib
+from recjax.tasks import metrics
 from recjax import sharding
-from recjax import tasks
-from recjax import train
+from recjax.tasks import spec as tasks
+from recjax.train import loop as train
 from recjax.errors import ConfigError, DataError
 
 ROWS = 600

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 
 from recjax import config as config_lib
-from recjax import input as input_lib
+from recjax.input import pipeline as input_lib
 from recjax import sharding
-from recjax import train
+from recjax.train import loop as train
 from tests.conftest import ADULT_CONFIG
 
 

@@ -7,7 +7,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax import sequence_layers
+from recjax.layers import sequence as sequence_layers
 
 
 class BST(nn.Module):

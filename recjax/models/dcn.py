@@ -5,7 +5,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax import layers
+from recjax.layers import interaction as layers
 
 
 class DCN(nn.Module):

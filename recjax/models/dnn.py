@@ -6,7 +6,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax import layers
+from recjax.layers import interaction as layers
 
 
 class DNN(nn.Module):

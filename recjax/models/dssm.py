@@ -3,9 +3,9 @@
 A user tower and an item tower, each an MLP over the concatenated embeddings of its groups,
 map a user and an item to vectors whose dot product scores the pair. The towers share
 nothing, so each can run alone: serving embeds the whole item corpus once with `item` and
-each request with `user`, then retrieves by nearest neighbours (`recjax.retrieval`,
-`recjax.tower_export`). Training is in-batch softmax with the log-Q correction
-(`recjax.losses.in_batch_softmax`), registered as the task kind `in_batch_softmax`, or, with
+each request with `user`, then retrieves by nearest neighbours (`recjax.tasks.retrieval`,
+`recjax.export.towers`). Training is in-batch softmax with the log-Q correction
+(`recjax.tasks.losses.in_batch_softmax`), registered as the task kind `in_batch_softmax`, or, with
 `num_negatives`, sampled softmax over that many negatives per row (task kind
 `sampled_softmax`): a softmax over B x N logits rather than B x B, for large batches.
 """
@@ -15,10 +15,10 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax import embedding
-from recjax import layers
+from recjax.embedding import tables as embedding
+from recjax.layers import interaction as layers
 
-USER, ITEM = "user", "item"      # the output keys of the two towers (recjax.retrieval reads them)
+USER, ITEM = "user", "item"      # the output keys of the two towers (recjax.tasks.retrieval reads them)
 NEGATIVES, NEGATIVE_ROWS = "negatives", "negative_rows"   # what sampled softmax reads
 
 

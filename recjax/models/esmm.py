@@ -7,8 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from recjax import layers
-from recjax import multitask_layers
+from recjax.layers import interaction as layers
+from recjax.layers import multitask as multitask_layers
 
 
 def ctcvr_logit(ctr_logit, cvr_logit):

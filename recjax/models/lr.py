@@ -4,7 +4,7 @@ import functools
 
 import flax.linen as nn
 
-from recjax import layers
+from recjax.layers import interaction as layers
 
 
 class LR(nn.Module):

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import embedding
+from recjax.embedding import tables as embedding
 from recjax.models.dssm import ITEM, USER
 
 _MASKED = -1e9        # finite, so a query with no visible key stays finite (uniform weights)

@@ -6,8 +6,8 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from recjax import layers
-from recjax import multitask_layers
+from recjax.layers import interaction as layers
+from recjax.layers import multitask as multitask_layers
 
 
 class SharedBottom(nn.Module):

@@ -27,16 +27,16 @@ import optax
 import tensorflow as tf
 import tqdm
 
-from recjax import checkpoint
-from recjax import early_stop
-from recjax import embedding
-from recjax import features as features_lib
-from recjax import hugepages
-from recjax import input as input_lib
-from recjax import retrieval
-from recjax import seen_ids
+from recjax.train import checkpoint
+from recjax.train import early_stop
+from recjax.embedding import tables as embedding
+from recjax.features import spec as features_lib
+from recjax.embedding import hugepages
+from recjax.input import pipeline as input_lib
+from recjax.tasks import retrieval
+from recjax.train import seen_ids
 from recjax import sharding
-from recjax import tasks as tasks_lib
+from recjax.tasks import spec as tasks_lib
 from recjax.errors import RecjaxError
 
 
@@ -246,7 +246,7 @@ def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, f
                 chief) -> dict:
   """`export/latest` from the final state, `export/best` from the best evaluation's state
   (with `export/best.json` naming its step); `saved_model` stays as a link to the latest."""
-  from recjax import export   # TF graph building only when exporting
+  from recjax.export import saved_model as export   # TF graph building only when exporting
   replicate = jax.jit(lambda s: s, out_shardings=sharding.replicated(mesh))
   root = workdir / "export"
   best_step = tracker.best_step if tracker.best_step is not None else final_step
@@ -261,7 +261,7 @@ def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, f
   latest = export.export(experiment, state, root / "latest")
   towers = {}
   if any(t.kind.retrieval for t in experiment.tasks):   # two towers, each served alone
-    from recjax import tower_export
+    from recjax.export import towers as tower_export
     towers = tower_export.export_towers(experiment, state, root)
   if best_state is None:
     tmp = root / ".best-copy"

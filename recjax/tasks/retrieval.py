@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax import embedding
-from recjax import features as features_lib
-from recjax import input as input_lib
-from recjax import metrics as metrics_lib
-from recjax import readers
+from recjax.embedding import tables as embedding
+from recjax.features import spec as features_lib
+from recjax.input import pipeline as input_lib
+from recjax.tasks import metrics as metrics_lib
+from recjax.input import readers
 from recjax.errors import ConfigError, DataError, RecjaxError
 
 USER, ITEM = "user", "item"

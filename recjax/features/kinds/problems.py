@@ -5,7 +5,7 @@ not a number, an identity id out of range, a list of the wrong length) is report
 of the rows at fault with a message, and the transform carries on with a placeholder in those
 rows. Under the bad-row policy "error" the first report raises a `DataError` naming the row
 (`where(row)`: its file and line); under "skip" the reports are kept and input drops and
-counts the rows (`recjax.bad_rows`). So good data pays one vectorised pass either way, and the
+counts the rows (`recjax.input.bad_rows`). So good data pays one vectorised pass either way, and the
 check that calls a row bad is the transform's own parsing, not a second copy of it.
 """
 

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from recjax.feature_kinds import string_ids
+from recjax.features.kinds import string_ids
 
 
 @dataclasses.dataclass(frozen=True)

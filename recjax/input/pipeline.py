@@ -25,13 +25,13 @@ import grain
 import jax
 import numpy as np
 
-from recjax import bad_rows as bad_rows_lib
-from recjax import features as features_lib
-from recjax import pieces as pieces_lib
-from recjax import readers
-from recjax import tasks as tasks_lib
+from recjax.input import bad_rows as bad_rows_lib
+from recjax.features import spec as features_lib
+from recjax.input import pieces as pieces_lib
+from recjax.input import readers
+from recjax.tasks import spec as tasks_lib
 from recjax.errors import DataError
-from recjax.feature_kinds import problems as problems_lib
+from recjax.features.kinds import problems as problems_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
       pool.shutdown(wait=False, cancel_futures=True)
     _POOL.clear()
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "recjax.input"])
+    context.set_forkserver_preload(["__main__", "recjax.input.pipeline"])
     _POOL[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
   return _POOL[workers]
 

@@ -16,8 +16,8 @@ import pathlib
 import numpy as np
 import pyarrow.parquet as pq
 
-from recjax import synthetic
-from recjax import train as train_lib
+from recjax.input import synthetic
+from recjax.train import loop as train_lib
 from recjax.errors import ConfigError
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from recjax import export
-from recjax import features as features_lib
-from recjax import retrieval
+from recjax.export import saved_model as export
+from recjax.features import spec as features_lib
+from recjax.tasks import retrieval
 
 OUTPUT = "embedding"
 TOWERS = (retrieval.USER, retrieval.ITEM)

@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from recjax import dedup
-from recjax import features as features_lib
-from recjax import sharded_tables
+from recjax.embedding import dedup
+from recjax.features import spec as features_lib
+from recjax.embedding import sharded_tables
 from recjax.errors import ConfigError
-from recjax.sparse_optim import SparseOptimizer
+from recjax.embedding.sparse_optim import SparseOptimizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from recjax.feature_kinds import strings
+from recjax.features.kinds import strings
 
 
 @dataclasses.dataclass(frozen=True)

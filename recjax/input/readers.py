@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from recjax import pieces
-from recjax import synthetic
-from recjax.feature_kinds.problems import Problem
+from recjax.input import pieces
+from recjax.input import synthetic
+from recjax.features.kinds.problems import Problem
 from recjax.errors import DataError
 
 # What pyarrow's float parser accepts (surrounding spaces trimmed first).

@@ -1,6 +1,6 @@
 """Feature kinds, declared once, with a numpy transform for training and a TF twin for serving.
 
-The kinds (one file each in `recjax.feature_kinds`): id (hash, vocabulary list or file,
+The kinds (one file each in `recjax.features.kinds`): id (hash, vocabulary list or file,
 bucketised numbers), identity (integer ids with `num_buckets`), numeric (log1p, min-max,
 z-score; `dim` numbers per row), tag (weighted multi-value lists), combo (crossed columns),
 sequence (behaviour lists with a mask and parallel sub-features) and lookup (a value from a
@@ -30,15 +30,15 @@ import numpy as np
 import tensorflow as tf
 
 from recjax.errors import ConfigError
-from recjax.feature_kinds.combo import ComboFeature
-from recjax.feature_kinds.identity import IdentityFeature
-from recjax.feature_kinds.ids import IdFeature
-from recjax.feature_kinds.lookup import LookupFeature
-from recjax.feature_kinds.numeric import NumericFeature
-from recjax.feature_kinds.problems import Problems
-from recjax.feature_kinds.sequence import SequenceFeature
-from recjax.feature_kinds.strings import show, tf_check
-from recjax.feature_kinds.tags import TagFeature
+from recjax.features.kinds.combo import ComboFeature
+from recjax.features.kinds.identity import IdentityFeature
+from recjax.features.kinds.ids import IdFeature
+from recjax.features.kinds.lookup import LookupFeature
+from recjax.features.kinds.numeric import NumericFeature
+from recjax.features.kinds.problems import Problems
+from recjax.features.kinds.sequence import SequenceFeature
+from recjax.features.kinds.strings import show, tf_check
+from recjax.features.kinds.tags import TagFeature
 
 Feature = (IdFeature | IdentityFeature | NumericFeature | TagFeature | ComboFeature
            | SequenceFeature | LookupFeature)

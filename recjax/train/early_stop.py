@@ -7,7 +7,7 @@ are the same whether or not the run was interrupted.
 
 import dataclasses
 
-from recjax import tasks
+from recjax.tasks import spec as tasks
 
 
 @dataclasses.dataclass

@@ -10,8 +10,8 @@ the mask. Per-element sub-features are parallel columns: `hist_cat` names
 import dataclasses
 import functools
 
-from recjax.feature_kinds import string_ids
-from recjax.feature_kinds import tags
+from recjax.features.kinds import string_ids
+from recjax.features.kinds import tags
 
 
 @dataclasses.dataclass(frozen=True)

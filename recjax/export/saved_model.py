@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from recjax import embedding
-from recjax import features as features_lib
-from recjax import tasks
+from recjax.embedding import tables as embedding
+from recjax.features import spec as features_lib
+from recjax.tasks import spec as tasks
 
 SIGNATURE = "serving_default"
 OUTPUT = "probability"      # the output of a single binary task

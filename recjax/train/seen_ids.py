@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from recjax import embedding
+from recjax.embedding import tables as embedding
 
 FILE = "seen_ids.npz"
 

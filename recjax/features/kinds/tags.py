@@ -15,9 +15,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from recjax.feature_kinds import problems as problems_lib
-from recjax.feature_kinds import string_ids
-from recjax.feature_kinds import strings
+from recjax.features.kinds import problems as problems_lib
+from recjax.features.kinds import string_ids
+from recjax.features.kinds import strings
 
 
 def check_list(feature) -> None:

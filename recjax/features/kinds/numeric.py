@@ -17,8 +17,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from recjax.feature_kinds import problems as problems_lib
-from recjax.feature_kinds import strings
+from recjax.features.kinds import problems as problems_lib
+from recjax.features.kinds import strings
 
 TINY = np.finfo(np.float32).tiny
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from recjax import dedup
+from recjax.embedding import dedup
 
 MODEL, DATA = "model", "data"
 ROW_ALIGN = 1024        # sharded tables are stored with rows padded to a multiple of this, so

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recjax import bad_rows as bad_rows_lib
-from recjax import features as features_lib
-from recjax import input as input_lib
-from recjax import readers
+from recjax.input import bad_rows as bad_rows_lib
+from recjax.features import spec as features_lib
+from recjax.input import pipeline as input_lib
+from recjax.input import readers
 
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 

@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recjax import losses
-from recjax import metrics as metrics_lib
-from recjax import readers
+from recjax.tasks import losses
+from recjax.tasks import metrics as metrics_lib
+from recjax.input import readers
 from recjax.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ class Kind:
   needs_label: bool = True
   # Retrieval kinds: the loss needs the model's whole outputs and the batch (`batch_loss`),
   # the label column names the positive item (its log-Q is the per-row label) and the
-  # evaluation ranks a corpus (`recjax.retrieval.evaluate_tasks`), not per-row predictions.
+  # evaluation ranks a corpus (`recjax.tasks.retrieval.evaluate_tasks`), not per-row predictions.
   batch_loss: Callable | None = None
   retrieval: bool = False
 
@@ -155,7 +155,7 @@ class TaskSpec:
   upsample_factor: float = 1.0
   item_feature: str = ""            # retrieval kinds: the id feature of the positive item
   temperature: float = 1.0          # retrieval kinds: logits are u.v / temperature
-  retrieval: Any = None             # retrieval kinds: recjax.retrieval.RetrievalSpec's keys
+  retrieval: Any = None             # retrieval kinds: recjax.tasks.retrieval.RetrievalSpec's keys
   clip_min: float | None = None     # mse: served and evaluated predictions are clipped to
   clip_max: float | None = None     #   [clip_min, clip_max] (ratings); the loss sees them raw
 
@@ -193,7 +193,7 @@ class TaskSpec:
       if not self.temperature > 0:
         raise ConfigError(f"{key}.temperature: {self.temperature} is not positive")
       if isinstance(self.retrieval, dict):
-        from recjax import retrieval   # retrieval reads input, which reads tasks
+        from recjax.tasks import retrieval   # retrieval reads input, which reads tasks
         try:
           spec = retrieval.RetrievalSpec(**{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in self.retrieval.items()})

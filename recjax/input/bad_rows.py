@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from recjax import readers
+from recjax.input import readers
 from recjax.errors import DataError
 
 
