@@ -21,6 +21,7 @@ import tensorflow as tf
 from recjax import config as config_lib
 from recjax.embedding import tables as embedding
 from recjax.export import saved_model as export
+from recjax.input import labels
 from recjax.input import pipeline as input_lib
 from recjax.tasks import losses
 from recjax.tasks import metrics as metrics_lib
@@ -202,7 +203,7 @@ def test_movielens_leave_one_out_files(tmp_path):
 # ---- retrieval task kinds -------------------------------------------------------------------
 
 def test_log_q_is_the_log_frequency_of_each_rows_item():
-  q = tasks.log_q(np.array(["a", "b", "a", "c", "a", "b"], object))
+  q = labels.log_q(np.array(["a", "b", "a", "c", "a", "b"], object))
   np.testing.assert_allclose(q, np.log([3, 2, 3, 1, 3, 2]) - np.log(6), rtol=1e-6)
 
 

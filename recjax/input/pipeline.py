@@ -26,10 +26,10 @@ import jax
 import numpy as np
 
 from recjax.input import bad_rows as bad_rows_lib
+from recjax.input import labels as labels_lib
 from recjax.features import spec as features_lib
 from recjax.input import pieces as pieces_lib
 from recjax.input import readers
-from recjax.tasks import spec as tasks_lib
 from recjax.errors import DataError
 from recjax.features.kinds import problems as problems_lib
 
@@ -69,7 +69,7 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
   columns = read.columns
   problems = read.problems + bad_rows_lib.non_finite(columns, numeric)
   if with_labels:
-    parsed = {t.name: tasks_lib.labels(t, columns) for t in experiment.tasks}
+    parsed = {t.name: labels_lib.labels(t, columns) for t in experiment.tasks}
     problems += [p for _, _, found in parsed.values() for p in found]
   keep = tally.keep(read, problems)
   where = read.where
@@ -91,7 +91,7 @@ def _transform(experiment, read: readers.Read, numeric, with_labels: bool,
     arrays["labels"] = {name: label for name, (label, *_) in parsed.items()}
     arrays["label_masks"] = {name: mask for name, (_, mask, *_) in parsed.items()}
     arrays["loss_weights"] = {
-        t.name: tasks_lib.loss_weights(t, *parsed[t.name][:2], columns, sample_weight)
+        t.name: labels_lib.loss_weights(t, *parsed[t.name][:2], columns, sample_weight)
         for t in experiment.tasks}
     arrays[_GROUPS] = {c: np.asarray(columns[c]).astype(str) for c in _group_columns(experiment)}
   keep = tally.mark(found.found, where, len(arrays["dense"]))
@@ -197,7 +197,7 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   rows = _holdout(data, split, len(arrays["dense"]))
   step = 1 if by_file else process_count
   arrays = jax.tree.map(lambda v: v[rows][process_index % step::step], arrays)
-  groups = {c: tasks_lib.group_codes(v) for c, v in arrays.pop(_GROUPS, {}).items()}
+  groups = {c: labels_lib.group_codes(v) for c, v in arrays.pop(_GROUPS, {}).items()}
   return Split(arrays, tuple(files), tally.summary, groups)
 
 

@@ -34,6 +34,11 @@ from recjax.errors import DataError
 _NUMBER = r"[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|infinity|nan)"
 
 
+def number_mask(text: pa.Array) -> pa.Array:
+  """Which trimmed string cells pyarrow's float parser accepts (null cells: False)."""
+  return pc.fill_null(pc.match_substring_regex(text, f"^{_NUMBER}$", ignore_case=True), False)
+
+
 @dataclasses.dataclass
 class Read:
   """One source's columns, where each row came from, and the bad rows found reading it.
@@ -183,7 +188,7 @@ def _numbers(array: pa.ChunkedArray, path, column: str, problems: list) -> np.nd
   unparsable = None
   if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
     text = pc.utf8_trim_whitespace(array)
-    valid = pc.fill_null(pc.match_substring_regex(text, f"^{_NUMBER}$", ignore_case=True), False)
+    valid = number_mask(text)
     empty = pc.fill_null(pc.equal(text, ""), True)
     unparsable = pc.and_(pc.invert(valid), pc.invert(empty)).to_numpy(zero_copy_only=False)
     if unparsable.any():

@@ -6,8 +6,7 @@ policy, GAUC grouping, upsampling rule) or, for the common single-task case, giv
 kinds of task lives in one `Kind` here: the per-example loss, the served prediction and the
 metrics; the train loop only sums `weight x weighted mean of the loss` over tasks.
 
-Labels are parsed here too, so that a missing label can mask one task of a row (multi-task
-data often has labels only for some tasks) while a malformed one is a bad row by policy.
+Labels are parsed on the host by `recjax.input.labels`, which reads these specs' fields.
 """
 
 import dataclasses
@@ -16,12 +15,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from recjax.tasks import losses
 from recjax.tasks import metrics as metrics_lib
-from recjax.input import readers
+from recjax.tasks import retrieval as retrieval_lib
 from recjax.errors import ConfigError
 
 
@@ -193,9 +190,8 @@ class TaskSpec:
       if not self.temperature > 0:
         raise ConfigError(f"{key}.temperature: {self.temperature} is not positive")
       if isinstance(self.retrieval, dict):
-        from recjax.tasks import retrieval   # retrieval reads input, which reads tasks
         try:
-          spec = retrieval.RetrievalSpec(**{k: tuple(v) if isinstance(v, list) else v
+          spec = retrieval_lib.RetrievalSpec(**{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in self.retrieval.items()})
         except TypeError as e:
           raise ConfigError(f"{key}.retrieval: {e}") from None
@@ -252,91 +248,6 @@ def total_loss(tasks, outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
 
 def predictions(tasks, outputs: dict) -> dict:
   return {t.name: t.predict(outputs[t.output]) for t in tasks}
-
-
-# ---- labels on the host ---------------------------------------------------------------------
-
-@dataclasses.dataclass
-class LabelProblem:
-  """A bad-row finding (the shape of `readers.Problem`)."""
-  reason: str
-  mask: np.ndarray
-  message: Callable[[int], str]
-
-
-def _parse_numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """String cells -> (float64 values, empty mask, unparsable mask)."""
-  text = pc.utf8_trim_whitespace(pa.array(values, pa.string()))
-  valid = pc.fill_null(pc.match_substring_regex(text, f"^{readers._NUMBER}$",
-                                                ignore_case=True), False).to_numpy(
-                                                    zero_copy_only=False)
-  empty = pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
-  numbers = pc.if_else(pa.array(valid), text, None).cast(pa.float64()).fill_null(
-      np.nan).to_numpy()
-  return numbers, empty | (valid & np.isnan(numbers)), ~valid & ~empty
-
-
-def labels(task: TaskSpec, columns: dict) -> tuple[np.ndarray, np.ndarray, list]:
-  """(label [N] float32, mask [N] float32: 0 where missing and masked, bad-row problems)."""
-  if not task.label:
-    n = len(next(iter(columns.values())))
-    return np.zeros(n, np.float32), np.ones(n, np.float32), []
-  raw = columns[task.label]
-  problems = []
-  if task.kind.retrieval:
-    return log_q(raw), np.ones(len(raw), np.float32), []
-  if task.positive:
-    values = np.isin(raw, task.positive).astype(np.float64)
-    missing = (raw == "") if task.missing == "mask" else np.zeros(len(raw), bool)
-  elif task.numeric_label:       # read as numbers; NaN/inf are the reader's bad rows
-    values, missing = raw, np.zeros(len(raw), bool)
-  else:
-    values, missing, unparsable = _parse_numbers(raw)
-    if unparsable.any():
-      problems.append(LabelProblem("bad_label", unparsable, lambda row: (
-          f"label {task.label!r} of task {task.name!r} is {readers.show(raw[row])}, which is "
-          "not a number")))
-    infinite = np.isinf(values)
-    if infinite.any():
-      problems.append(LabelProblem("nan_or_inf", infinite, lambda row: (
-          f"label {task.label!r} of task {task.name!r} is {raw[row]}, which is not finite")))
-  if task.kind.binary:
-    bad = ~missing & np.isfinite(values) & (values != 0) & (values != 1)
-    if bad.any():
-      problems.append(LabelProblem("bad_label", bad, lambda row: (
-          f"label {task.label!r} is {readers.show(raw[row])}; task {task.name!r} is binary: "
-          "numeric labels must be 0 or 1 (or set positive for string labels)")))
-  values = np.where(missing | ~np.isfinite(values), 0.0, values)
-  return values.astype(np.float32), (~missing).astype(np.float32), problems
-
-
-def log_q(items: np.ndarray) -> np.ndarray:
-  """log of each row's item frequency among these rows: the sampling probability of the
-  item as an in-batch negative (up to a constant that the softmax ignores), for the log-Q
-  correction. Counted per source file (one train file: the whole split's frequencies; daily
-  files: the day's, as Yi et al. estimate it from the recent stream)."""
-  _, inverse, counts = np.unique(np.asarray(items).astype(str), return_inverse=True,
-                                 return_counts=True)
-  return np.log(counts[inverse] / len(items)).astype(np.float32)
-
-
-def loss_weights(task: TaskSpec, label: np.ndarray, mask: np.ndarray, columns: dict,
-                 sample_weight: np.ndarray | None) -> np.ndarray:
-  """Per-row loss weights: the missing-label mask x the sample weight x the upsampling
-  rule (positive rows whose `upsample_column` exceeds `upsample_above` count k times)."""
-  weights = mask.astype(np.float64)
-  if sample_weight is not None:
-    weights = weights * sample_weight
-  if task.upsample_column:
-    rule = (label > 0.5) & (np.asarray(columns[task.upsample_column], np.float64)
-                            > task.upsample_above)
-    weights = np.where(rule, weights * task.upsample_factor, weights)
-  return weights.astype(np.float32)
-
-
-def group_codes(values: np.ndarray) -> np.ndarray:
-  """Dense int64 codes of a grouping column's values (equal values, equal codes)."""
-  return np.unique(np.asarray(values).astype(str), return_inverse=True)[1].astype(np.int64)
 
 
 def evaluate(tasks, labels_: dict, masks: dict, predictions_: dict, groups: dict) -> dict:
