@@ -3,7 +3,7 @@
   python benchmarks/incremental.py [--rows 200000] [--days 2] [--seeds 1] [--epochs 1]
 
 The synthetic source's train split is cut into `--days` Parquet files ("days" of one world:
-same teacher, different rows) and its eval split is the test set (recjax/train/incremental.py).
+same teacher, different rows) and its eval split is the test set (benchmarks/days.py).
 Incremental: day 1 trains from scratch, each later day warm-starts from the day before
 (`init_from`, optimizer state included) and trains on its own file only. Joint: the same
 epochs over all files at once. Prints one JSON line per seed with both AUCs and the gap,
@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from recjax import config as config_lib
-from recjax.train import incremental as days_lib
+import days as days_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "configs" / "synthetic_all_features.py")

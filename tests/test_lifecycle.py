@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from recjax.train import checkpoint
 from recjax import config as config_lib
-from recjax.train import incremental as days
+from benchmarks import days
 from recjax.export import saved_model as export
 from recjax import main as main_lib
 from recjax import sharding
