@@ -11,11 +11,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from recjax.features.kinds import protocol
+
 JOIN = "\x1f"
 
 
 @dataclasses.dataclass(frozen=True)
-class ComboFeature:
+class ComboFeature(protocol.IdKind):
   """`inputs` are raw column names (a feature's column is its name unless it sets one)."""
   name: str
   inputs: tuple[str, ...] = ()
@@ -37,19 +39,8 @@ class ComboFeature:
     return self.inputs
 
   @property
-  def numeric_columns(self) -> tuple[str, ...]:
-    return ()
-
-  @property
-  def length(self) -> int:
-    return 1
-
-  @property
   def num_ids(self) -> int:
     return self.hash_bucket_size
-
-  def tf_table(self):
-    return None
 
   def apply(self, columns: dict, problems) -> dict:
     key = np.asarray(columns[self.inputs[0]], object)

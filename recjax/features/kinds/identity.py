@@ -14,11 +14,12 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from recjax.features.kinds import protocol
 from recjax.features.kinds import strings
 
 
 @dataclasses.dataclass(frozen=True)
-class IdentityFeature:
+class IdentityFeature(protocol.IdKind):
   name: str
   column: str = ""
   num_buckets: int = 0
@@ -38,23 +39,8 @@ class IdentityFeature:
       raise ValueError(f"default {self.default} is not in [0, num_buckets={self.num_buckets})")
 
   @property
-  def columns(self) -> tuple[str, ...]:
-    return (self.column,)
-
-  @property
-  def numeric_columns(self) -> tuple[str, ...]:
-    return ()
-
-  @property
-  def length(self) -> int:
-    return 1
-
-  @property
   def num_ids(self) -> int:
     return self.num_buckets
-
-  def tf_table(self):
-    return None
 
   def _message(self, values, what: str):
     return lambda row: (f"column {self.column!r} holds {strings.show(values[row])}, {what} "

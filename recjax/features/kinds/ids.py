@@ -2,16 +2,16 @@
 column bucketised at `boundaries`."""
 
 import dataclasses
-import functools
 
 import numpy as np
 import tensorflow as tf
 
+from recjax.features.kinds import protocol
 from recjax.features.kinds import string_ids
 
 
 @dataclasses.dataclass(frozen=True)
-class IdFeature:
+class IdFeature(protocol.StringIdKind):
   """A column mapped to ids: strings by hashing or by a vocabulary (a list, or a file read at
   config validation; with OOV buckets), numbers by bucketising at sorted `boundaries`
   (id i: boundaries[i-1] <= x < boundaries[i])."""
@@ -36,18 +36,10 @@ class IdFeature:
     else:
       string_ids.resolve(self)
 
-  @functools.cached_property
-  def id_map(self) -> string_ids.StringIds:
-    return string_ids.StringIds.of(self)
-
   @property
   def numeric(self) -> bool:
     """Whether the raw column is numeric (bucketised) rather than strings."""
     return bool(self.boundaries)
-
-  @property
-  def columns(self) -> tuple[str, ...]:
-    return (self.column,)
 
   @property
   def numeric_columns(self) -> tuple[str, ...]:

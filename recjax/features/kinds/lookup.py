@@ -10,19 +10,19 @@ vocabulary (an absent key reads as the empty string).
 """
 
 import dataclasses
-import functools
 
 import numpy as np
 import tensorflow as tf
 
 from recjax.features.kinds import numeric
 from recjax.features.kinds import problems as problems_lib
+from recjax.features.kinds import protocol
 from recjax.features.kinds import string_ids
 from recjax.features.kinds import strings
 
 
 @dataclasses.dataclass(frozen=True)
-class LookupFeature:
+class LookupFeature(protocol.StringIdKind):
   name: str
   map_column: str = ""
   key_column: str = ""
@@ -59,25 +59,9 @@ class LookupFeature:
   def output(self) -> str:
     return "ids" if self.result == "id" else "dense"
 
-  @functools.cached_property
-  def id_map(self) -> string_ids.StringIds:
-    return string_ids.StringIds.of(self)
-
   @property
   def columns(self) -> tuple[str, ...]:
     return (self.map_column, self.key_column)
-
-  @property
-  def numeric_columns(self) -> tuple[str, ...]:
-    return ()
-
-  @property
-  def length(self) -> int:
-    return 1
-
-  @property
-  def num_ids(self) -> int:
-    return self.id_map.num_ids
 
   @property
   def dim(self) -> int:

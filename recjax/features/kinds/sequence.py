@@ -8,14 +8,14 @@ the mask. Per-element sub-features are parallel columns: `hist_cat` names
 """
 
 import dataclasses
-import functools
 
+from recjax.features.kinds import protocol
 from recjax.features.kinds import string_ids
 from recjax.features.kinds import tags
 
 
 @dataclasses.dataclass(frozen=True)
-class SequenceFeature:
+class SequenceFeature(protocol.StringIdKind):
   name: str
   column: str = ""
   max_len: int = 0
@@ -39,28 +39,9 @@ class SequenceFeature:
       raise ValueError("aligned_with names the feature itself")
     string_ids.resolve(self)
 
-  @functools.cached_property
-  def id_map(self) -> string_ids.StringIds:
-    return string_ids.StringIds.of(self)
-
-  @property
-  def columns(self) -> tuple[str, ...]:
-    return (self.column,)
-
-  @property
-  def numeric_columns(self) -> tuple[str, ...]:
-    return ()
-
   @property
   def length(self) -> int:
     return self.max_len
-
-  @property
-  def num_ids(self) -> int:
-    return self.id_map.num_ids
-
-  def tf_table(self):
-    return self.id_map.tf_table()
 
   def apply(self, columns: dict, problems) -> dict:
     """ids, weights [N, max_len] and `lengths` [N], the untruncated list lengths that

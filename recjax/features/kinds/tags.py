@@ -10,12 +10,12 @@ first `max_len` values. With `weighted`, a token's weight follows its last `weig
 """
 
 import dataclasses
-import functools
 
 import numpy as np
 import tensorflow as tf
 
 from recjax.features.kinds import problems as problems_lib
+from recjax.features.kinds import protocol
 from recjax.features.kinds import string_ids
 from recjax.features.kinds import strings
 
@@ -73,7 +73,7 @@ def tf_list_ids(feature, raw: tf.Tensor, table, *, keep: str = "first", weighted
 
 
 @dataclasses.dataclass(frozen=True)
-class TagFeature:
+class TagFeature(protocol.StringIdKind):
   """A separator-joined list of values per row -> up to `max_len` weighted ids."""
   name: str
   column: str = ""
@@ -96,28 +96,9 @@ class TagFeature:
       raise ValueError("weight_separator must not be empty")
     string_ids.resolve(self)
 
-  @functools.cached_property
-  def id_map(self) -> string_ids.StringIds:
-    return string_ids.StringIds.of(self)
-
-  @property
-  def columns(self) -> tuple[str, ...]:
-    return (self.column,)
-
-  @property
-  def numeric_columns(self) -> tuple[str, ...]:
-    return ()
-
   @property
   def length(self) -> int:
     return self.max_len
-
-  @property
-  def num_ids(self) -> int:
-    return self.id_map.num_ids
-
-  def tf_table(self):
-    return self.id_map.tf_table()
 
   def apply(self, columns: dict, problems) -> dict:
     out = list_ids(self, columns[self.column], problems, weighted=self.weighted,
