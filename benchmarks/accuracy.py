@@ -7,7 +7,8 @@
 
 Prints one JSON line per (config, seed) and, per config, a line with the median over seeds
 next to the figure to beat (../shared/BENCHMARKS.md). UCI Adult is bundled in data/adult;
-datasets read from ../shared/data are skipped with a message where that folder is absent.
+datasets read from the shared data root ($RECJAX_DATA, by default ../shared/data) are
+skipped with a message where that folder is absent.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import tempfile
 import time
 
 from recjax import config as config_lib
+from recjax.datasets import paths
 from recjax.train import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -80,7 +82,7 @@ def census(seeds: int) -> None:
   """Each multi-task model's test AUC per task (median over seeds); MMoE and PLE meet the
   target when their medians are at least shared-bottom's on both tasks and income's is at
   least 0.90."""
-  data = ROOT.parent / "shared" / "data" / "census_income_kdd"
+  data = paths.shared("census_income_kdd")
   if not data.exists():
     print(json.dumps({"config": CENSUS, "skipped": f"{data} is absent"}), flush=True)
     return
@@ -110,6 +112,7 @@ def movielens(seeds: int) -> None:
     print(json.dumps({"config": "movielens", "skipped": f"{movielens_data.SOURCE} is absent"}),
           flush=True)
     return
+  movielens_data.prepare_variant("full")      # `recjax prepare`: loading a config writes nothing
   for name, metrics in MOVIELENS.items():
     results = []
     for seed in range(seeds):
@@ -124,7 +127,7 @@ def movielens(seeds: int) -> None:
 
 def ml100k(seeds: int, model: str = "fm") -> None:
   """Test RMSE per fold (median over seeds); the target is u1's median at most 0.910."""
-  data = ROOT.parent / "shared" / "data" / "movielens" / "ml-100k"
+  data = paths.shared("movielens", "ml-100k")
   if not data.exists():
     print(json.dumps({"config": ML100K, "skipped": f"{data} is absent"}), flush=True)
     return

@@ -2,9 +2,10 @@
 
   python benchmarks/movielens_prep.py [--out DIR] [--max_len 50] [--negatives 100] [--seed 0]
 
-The configs (configs/movielens_*.py) call the same function when they are loaded, so this
-script is only needed to write the files somewhere else or with other parameters. The data
-may not be redistributed: never point --out into the repository.
+The configs (configs/movielens_*.py) read the files `recjax prepare --dataset movielens
+--variant full|smoke` writes, so this script is only needed to write the files somewhere else
+or with other parameters. The data may not be redistributed: never point --out into the
+repository.
 """
 
 import argparse

@@ -121,7 +121,7 @@ def in_memory(exp, split, rounds: int) -> tuple[dict, dict]:
   batches = [jax.device_put(b) for b in input_lib.train_iterator(split, BATCH, steps, seed=0)]
   state = jax.jit(lambda rng: train.init_state(exp, rng))(jax.random.key(0))
   hugepages.advise((state.tables, state.slots))
-  _, plans = embedding.plan(exp.features, exp.groups)
+  plans = exp.embedding_plan.groups
   lookup = jax.jit(lambda tables, b: embedding.lookup(tables, plans, b["ids"], b["weights"]))
   floor_batches = [{"embedded": lookup(state.tables, b), "dense": b["dense"],
                     **{k: b[k] for k in ("labels", "label_masks", "loss_weights")}}

@@ -1,6 +1,6 @@
 """ESMM on the Ali-CCP sample (Taobao impressions with click and purchase labels; the data of
 the ESMM paper, Ma et al. 2018), smoke size only: the 99-row train and 49-row validation
-samples of torch-rechub in ../shared/data/small_samples.
+samples of torch-rechub in small_samples/ of the shared data root ($RECJAX_DATA).
 
   recjax train --config configs/aliccp_esmm.py --workdir /tmp/recjax/aliccp_esmm
 
@@ -11,11 +11,11 @@ the CVR tower learns only through pCTCVR = pCTR x pCVR. The samples are far too 
 figures of any value (one purchase in each file); the config proves the wiring.
 """
 
-import pathlib
-
 import ml_collections
 
-DATA = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "small_samples"
+from recjax.datasets import paths
+
+DATA = paths.shared("small_samples")          # $RECJAX_DATA, by default ../shared/data
 
 # torch-rechub's label-encoded Ali-CCP fields: ids (the feature field numbers of the paper's
 # release) and their numeric companions (D...: values already in [0, 1]).

@@ -5,7 +5,7 @@ config arg (shared_bottom, mmoe, ple); `smoke` may follow after a comma.
   recjax train --config configs/census_multitask.py:mmoe --workdir /tmp/recjax/census_mmoe
   recjax train --config configs/census_multitask.py:ple,smoke --workdir /tmp/recjax/smoke
 
-Data: only the 99,762-row KDD test file is at hand (../shared/data/census_income_kdd), so it
+Data: only the 99,762-row KDD test file is at hand (census_income_kdd/ under the shared data root), so it
 is split 50/50 by `data.eval_fraction` with a fixed `data.split_seed`; figures are therefore
 not comparable with the paper's. `smoke` reads the 200-row DeepCTR sample instead.
 
@@ -15,11 +15,11 @@ runs them; 20 epochs, 3,880 steps, 1-3 min each on 2 busy CPU cores): shared_bot
 seeds' spread (about 0.002 on income), as are the paper's.
 """
 
-import pathlib
-
 import ml_collections
 
-DATA = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from recjax.datasets import paths
+
+DATA = paths.root()               # $RECJAX_DATA, by default ../shared/data
 FULL = DATA / "census_income_kdd" / "census-income.test.gz"
 SAMPLE = DATA / "small_samples" / "deepctr_census-income.sample"
 

@@ -1,4 +1,4 @@
-"""Rating regression on MovieLens-100K (../shared/data/movielens/ml-100k): an FM or DeepFM
+"""Rating regression on MovieLens-100K (movielens/ml-100k of the shared data): an FM or DeepFM
 over user and item ids predicts the 1-5 star rating of an official fold (u1..u5).
 
   recjax train --config configs/movielens100k.py:u1,fm --workdir /tmp/recjax/ml100k_u1_fm
@@ -26,12 +26,11 @@ The files are read in place (the data may not be redistributed). `smoke` trains 
 32 ratings and evaluates on the whole test fold (a few seconds).
 """
 
-import pathlib
-
 import ml_collections
 
-DATA = (pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-        / "movielens" / "ml-100k")
+from recjax.datasets import paths
+
+DATA = paths.shared("movielens", "ml-100k")          # $RECJAX_DATA, by default ../shared/data
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
 NUM_USERS, NUM_ITEMS = 943, 1682       # ids start at 1; row 0 of each table is never read
 

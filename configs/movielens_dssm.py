@@ -1,13 +1,16 @@
-"""DSSM two-tower recall on MovieLens-1M (the users of ../shared/data), leave-one-out.
+"""DSSM two-tower recall on MovieLens-1M (the users of the shared data), leave-one-out.
 
+  recjax prepare --dataset movielens --variant full
   recjax train --config configs/movielens_dssm.py --workdir /tmp/recjax/movielens_dssm
 
 The user tower reads the user's profile and the mean of the movies watched before; the item
 tower a movie's id, genres and year. Trained with in-batch softmax and the log-Q correction
 on (user before t, movie at t) rows; evaluated by full-corpus retrieval over all 3,883
 movies (recall@50, the user's train movies excluded) and by HR@10 / NDCG@10 against the same
-100 sampled negatives as SASRec. Loading the config writes the leave-one-out files once
-(`recjax.datasets.movielens`, outside the repository). `:smoke` uses 40 users and trains 30 steps.
+100 sampled negatives as SASRec. The leave-one-out files are written once, before training,
+by `recjax prepare --dataset movielens --variant full` (`--variant smoke` for `:smoke`), outside
+the repository (`recjax.datasets.movielens`); loading the config writes nothing.
+`:smoke` uses 40 users and trains 30 steps.
 
 Measured (seed 0, 2 busy CPU cores): 6 epochs (5,640 steps, about 5 minutes) reach
 recall@50 0.431 (recall@10 0.175) over the full corpus and HR@10 0.767 / NDCG@10 0.526
@@ -25,8 +28,7 @@ def get_config(arg=None):
   if arg not in (None, "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; valid: smoke")
   smoke = arg == "smoke"
-  paths = movielens.files("smoke" if smoke else "full", max_len=MAX_LEN,
-                          max_users=40 if smoke else 0)
+  paths = movielens.files("smoke" if smoke else "full")     # written by `recjax prepare`
   config = ml_collections.ConfigDict()
   config.data = dict(format="csv", train=(paths["train.csv"],), eval=(paths["eval.csv"],))
   config.tasks = dict(match=dict(

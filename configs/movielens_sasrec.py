@@ -1,10 +1,12 @@
-"""SASRec next-item recall on MovieLens-1M (the users of ../shared/data), leave-one-out.
+"""SASRec next-item recall on MovieLens-1M (the users of the shared data), leave-one-out.
 
+  recjax prepare --dataset movielens --variant full
   recjax train --config configs/movielens_sasrec.py --workdir /tmp/recjax/movielens_sasrec
 
-Loading the config writes the leave-one-out files once (`recjax.datasets.movielens`, into a work
-directory outside the repository). The eval split is every user's last item with 100
-sampled unrated movies (HR@10, NDCG@10; Kang & McAuley report 0.824 / 0.590 on the full
+The leave-one-out files are written once, before training, by `recjax prepare --dataset
+movielens --variant full` (`--variant smoke` for `:smoke`), outside the repository
+(`recjax.datasets.movielens`); loading the config writes nothing. The eval split is every
+user's last item with 100 sampled unrated movies (HR@10, NDCG@10; Kang & McAuley report 0.824 / 0.590 on the full
 ML-1M, not comparable to the 2,999-user file here) and full-corpus recall@10/50 with the
 user's train items excluded. `:smoke` uses the first 40 users and trains 30 steps.
 
@@ -25,8 +27,7 @@ def get_config(arg=None):
   if arg not in (None, "smoke"):
     raise ValueError(f"unknown config arg {arg!r}; valid: smoke")
   smoke = arg == "smoke"
-  paths = movielens.files("smoke" if smoke else "full", max_len=MAX_LEN,
-                          max_users=40 if smoke else 0)
+  paths = movielens.files("smoke" if smoke else "full")     # written by `recjax prepare`
   config = ml_collections.ConfigDict()
   config.data = dict(format="csv", train=(paths["train.csv"],), eval=(paths["eval.csv"],))
   config.tasks = dict(next_item=dict(

@@ -14,6 +14,7 @@ import importlib.util
 import pathlib
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ import ml_collections
 from recjax.features import spec as features_lib
 from recjax.train import optim
 from recjax.embedding import sparse_optim
+from recjax.embedding import tables as embedding_tables
 from recjax.input import synthetic
 from recjax.tasks import spec as tasks_lib
 from recjax.errors import ConfigError
@@ -125,30 +127,16 @@ class ExportSpec:
   enabled: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  data: DataSpec
-  label: LabelSpec | None           # the single-task shorthand (None with a tasks section)
-  tasks: tuple[tasks_lib.TaskSpec, ...]
-  features: tuple[features_lib.Feature, ...]
-  groups: tuple[features_lib.Group, ...]
-  model_name: str
-  model: Any                        # the model's own frozen config (its Flax module's fields)
-  train: TrainSpec
-  dense_optimizer: optim.DenseOptimizer
-  sparse_optimizer: sparse_optim.SparseOptimizer
-  export: ExportSpec
-
-
 def load(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+  """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`. Loading writes
+  nothing: the file is compiled here, not imported, so no __pycache__ appears beside it."""
   path, _, arg = spec.partition(":")
   file = pathlib.Path(path)
   if not file.is_file():
     raise ConfigError(f"config file not found: {path}")
   module_spec = importlib.util.spec_from_file_location(f"recjax_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  exec(compile(file.read_bytes(), str(file), "exec"), module.__dict__)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} defines no get_config(arg)")
   config = module.get_config(arg or None)
@@ -167,24 +155,8 @@ def _nearest(key: str, valid) -> str:
 
 def _schema(config: ml_collections.ConfigDict, keys: list[str]):
   """The dataclass that validates the section at `keys`, if any (for keys a file left out)."""
-  path = tuple(keys)
-  fixed = {("data",): DataSpec, ("label",): LabelSpec, ("train",): TrainSpec,
-           ("export",): ExportSpec, ("optimizer", "dense"): optim.DenseOptimizer,
-           ("optimizer", "sparse"): sparse_optim.SparseOptimizer}
-  if path in fixed:
-    return fixed[path]
-  if path == ("model",):
-    try:
-      return model_class(config.get("model", {}).get("name"))
-    except ConfigError:
-      return None
-  if len(path) == 2 and path[0] == "groups":
-    return features_lib.Group
-  if len(path) == 2 and path[0] == "tasks":
-    return tasks_lib.TaskSpec
-  if len(path) == 2 and path[0] == "features" and path[1] in config.features:
-    return features_lib.KINDS.get(config.features[path[1]].get("kind"))
-  return None
+  section = _BY_NAME.get(keys[0]) if keys else None
+  return section.schema(config, tuple(keys[1:])) if section else None
 
 
 def _schema_keys(cls) -> set[str]:
@@ -216,7 +188,7 @@ def override(config: ml_collections.ConfigDict, assignment: str) -> None:
     last = depth == len(keys) - 1
     if key not in node:
       allowed = _schema_keys(_schema(config, keys[:depth])) | (
-          set(_SECTIONS) if depth == 0 else set()) | set(node.keys())
+          set(_BY_NAME) if depth == 0 else set()) | set(node.keys())
       if key not in allowed:
         raise ConfigError(f"--config.{where}: no such key; {_nearest(key, allowed)}")
       with node.unlocked():
@@ -309,68 +281,163 @@ def model_class(name):
   return cls
 
 
-_SECTIONS = ("data", "label", "tasks", "features", "groups", "model", "train", "optimizer",
-             "export")
+def _model_schema(config, rest):
+  if rest:
+    return None
+  try:
+    return model_class(config.get("model", {}).get("name"))
+  except ConfigError:
+    return None
 
 
-def _tasks(config, model) -> tuple[LabelSpec | None, tuple[tasks_lib.TaskSpec, ...]]:
+def _feature_schema(config, rest):
+  declared = config.get("features", {})
+  if len(rest) == 1 and rest[0] in declared:
+    return features_lib.KINDS.get(declared[rest[0]].get("kind"))
+  return None
+
+
+def _features(config, done) -> dict:
+  return {"features": tuple(features_lib.build_feature(name, dict(spec), f"features.{name}", build)
+                            for name, spec in config.features.items())}
+
+
+def _groups(config, done) -> dict:
+  groups = tuple(build(features_lib.Group, spec, f"groups.{name}", name=name)
+                 for name, spec in config.groups.items())
+  features_lib.check_groups(done["features"], groups)
+  return {"groups": groups, "embedding_plan": embedding_tables.plan(done["features"], groups)}
+
+
+def _model(config, done) -> dict:
+  """The model's own config, then its field checks (`check(groups)`, see
+  `recjax.models.checks`): a bad field is a config error, not a traceback at init."""
+  values = dict(config.model)
+  name = values.pop("name", None)
+  model = build(model_class(name), values, "model")
+  if hasattr(model, "check"):             # raises ConfigError naming model.<field>
+    model.check({g.name: g for g in done["groups"]})
+  return {"model_name": name, "model": model}
+
+
+def _with_tasks(config, done) -> dict:
+  return {}                            # `label` is the tasks section's shorthand: see _tasks
+
+
+def _tasks(config, done) -> dict:
   """The tasks section, or the one binary task of `label` named by the model's `task`."""
+  model = done["model"]
   if "tasks" in config:
     if "label" in config:
       raise ConfigError("config.label: give either label (one task) or a tasks section")
     if not config.tasks:
       raise ConfigError("config.tasks: no task given")
-    return None, tuple(build(tasks_lib.TaskSpec, spec, f"tasks.{name}", name=name)
-                       for name, spec in config.tasks.items())
+    return {"label": None, "tasks": tuple(build(tasks_lib.TaskSpec, spec, f"tasks.{name}",
+                                                name=name)
+                                          for name, spec in config.tasks.items())}
   if "label" not in config:
     raise ConfigError("config.label: required section is missing (or give a tasks section)")
   label = build(LabelSpec, config.label, "label")
   if not isinstance(getattr(model, "task", None), str):
     raise ConfigError(f"config.tasks: model {type(model).__name__} has several outputs; "
                       "name its tasks in a tasks section")
-  return label, (tasks_lib.TaskSpec(model.task, label.column, label.positive),)
+  return {"label": label,
+          "tasks": (tasks_lib.TaskSpec(model.task, label.column, label.positive),)}
 
 
-def experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Validates a whole experiment config into an `Experiment`."""
-  for name in config.keys():
-    if name not in _SECTIONS:
-      raise ConfigError(f"config.{name}: no such section; {_nearest(name, _SECTIONS)}")
-  for name in ("data", "features", "groups", "model"):
-    if name not in config:
-      raise ConfigError(f"config.{name}: required section is missing")
-  features = tuple(features_lib.build_feature(name, dict(spec), f"features.{name}", build)
-                   for name, spec in config.features.items())
-  groups = tuple(build(features_lib.Group, spec, f"groups.{name}", name=name)
-                 for name, spec in config.groups.items())
-  features_lib.check_groups(features, groups)
-  model_values = dict(config.model)
-  model_name = model_values.pop("name", None)
-  model_cls = model_class(model_name)
+def _train(config, done) -> dict:
+  train = build(TrainSpec, config.get("train"), "train")
+  prefix, _, _ = train.early_stop_metric.rpartition("/")
+  names = [t.name for t in done["tasks"]]
+  if (prefix or len(names) > 1) and prefix not in names:
+    raise ConfigError(f"train.early_stop_metric: {train.early_stop_metric!r} names no task; "
+                      + (f"use <task>/<metric> with a task of {', '.join(names)}"
+                         if len(names) > 1 else "give the metric alone"))
+  return {"train": train}
+
+
+def _optimizers(config, done) -> dict:
   optimizer = dict(config.get("optimizer") or {})
   unknown = set(optimizer) - {"dense", "sparse"}
   if unknown:
     name = sorted(unknown)[0]
     raise ConfigError(f"optimizer.{name}: no such key; {_nearest(name, ('dense', 'sparse'))}")
-  model = build(model_cls, model_values, "model")
-  label, tasks = _tasks(config, model)
-  train = build(TrainSpec, config.get("train"), "train")
-  prefix, _, _ = train.early_stop_metric.rpartition("/")
-  names = [t.name for t in tasks]
-  if (prefix or len(tasks) > 1) and prefix not in names:
-    raise ConfigError(f"train.early_stop_metric: {train.early_stop_metric!r} names no task; "
-                      + (f"use <task>/<metric> with a task of {', '.join(names)}"
-                         if len(tasks) > 1 else "give the metric alone"))
-  return Experiment(
-      data=build(DataSpec, config.data, "data"),
-      label=label,
-      tasks=tasks,
-      features=features,
-      groups=groups,
-      model_name=model_name,
-      model=model,
-      train=train,
-      dense_optimizer=build(optim.DenseOptimizer, optimizer.get("dense"), "optimizer.dense"),
-      sparse_optimizer=build(sparse_optim.SparseOptimizer, optimizer.get("sparse"), "optimizer.sparse"),
-      export=build(ExportSpec, config.get("export"), "export"),
-  )
+  return {"dense_optimizer": build(optim.DenseOptimizer, optimizer.get("dense"),
+                                   "optimizer.dense"),
+          "sparse_optimizer": build(sparse_optim.SparseOptimizer, optimizer.get("sparse"),
+                                    "optimizer.sparse")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """A top-level config section. `spec` validates its keys (and lists them in override
+  errors): a dataclass, {subsection: dataclass}, or a function (config, rest of the key
+  path) -> dataclass where the schema depends on values (a feature's kind, `model.name`).
+  `parse(config, done)` gives the section's Experiment `fields` (default {name: spec}) from
+  those above it in `SECTIONS`; None builds one `spec`. `entries`: keys are names, each a
+  `spec` (tasks, groups)."""
+  name: str
+  spec: Any
+  parse: Callable[[ml_collections.ConfigDict, dict], dict] | None = None
+  fields: dict[str, Any] | None = None
+  entries: bool = False
+  required: bool = False
+
+  def schema(self, config, rest: tuple[str, ...]):
+    if isinstance(self.spec, dict):
+      return self.spec.get(rest[0]) if len(rest) == 1 else None
+    if not isinstance(self.spec, type):
+      return self.spec(config, rest)
+    return self.spec if len(rest) == int(self.entries) else None
+
+  def outputs(self) -> dict[str, Any]:
+    return {self.name: self.spec} if self.fields is None else self.fields
+
+  def values(self, config, done) -> dict:
+    if self.parse is None:
+      return {self.name: build(self.spec, config.get(self.name), self.name)}
+    return self.parse(config, done)
+
+
+# The config schema, in parse order (a section's parse reads the fields of those above it).
+# A new section (serving, stream) is one entry here plus its spec dataclass.
+SECTIONS = (
+    Section("data", DataSpec, required=True),
+    Section("features", _feature_schema, _features, required=True,
+            fields={"features": tuple[features_lib.Feature, ...]}),
+    Section("groups", features_lib.Group, _groups, entries=True, required=True,
+            fields={"groups": tuple[features_lib.Group, ...],
+                    "embedding_plan": embedding_tables.EmbeddingPlan}),
+    Section("model", _model_schema, _model, required=True,
+            fields={"model_name": str, "model": Any}),     # the model's own frozen config
+    Section("label", LabelSpec, _with_tasks, fields={}),   # the one-task shorthand of tasks
+    Section("tasks", tasks_lib.TaskSpec, _tasks, entries=True,
+            fields={"label": LabelSpec | None, "tasks": tuple[tasks_lib.TaskSpec, ...]}),
+    Section("train", TrainSpec, _train),
+    Section("optimizer", {"dense": optim.DenseOptimizer, "sparse": sparse_optim.SparseOptimizer},
+            _optimizers, fields={"dense_optimizer": optim.DenseOptimizer,
+                                 "sparse_optimizer": sparse_optim.SparseOptimizer}),
+    Section("export", ExportSpec),
+)
+_BY_NAME = {section.name: section for section in SECTIONS}
+
+# What the rest of recjax receives: one frozen field per output of the table above.
+Experiment = dataclasses.make_dataclass(
+    "Experiment", [(name, hint) for section in SECTIONS for name, hint in section.outputs().items()],
+    frozen=True)
+Experiment.__module__ = __name__                 # pickles by name, like a class statement
+Experiment.__doc__ = "A validated experiment: the fields of `SECTIONS`, in their order."
+
+
+def experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates a whole experiment config into an `Experiment`."""
+  for name in config.keys():
+    if name not in _BY_NAME:
+      raise ConfigError(f"config.{name}: no such section; {_nearest(name, _BY_NAME)}")
+  for section in SECTIONS:
+    if section.required and section.name not in config:
+      raise ConfigError(f"config.{section.name}: required section is missing")
+  done = {}
+  for section in SECTIONS:
+    done |= section.values(config, done)
+  return Experiment(**done)

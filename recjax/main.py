@@ -5,9 +5,11 @@
   recjax export   --config ... --workdir DIR [--output DIR]
   recjax predict  --config ... --workdir DIR --input FILE --output FILE.csv
   recjax stats    --config ... [--split eval] [--output FILE.json]
+  recjax prepare  --dataset movielens|amazon_electronics [--variant full|smoke] [--source DIR]
 
 `train` resumes from the workdir's last checkpoint, then evaluates and exports (unless
---no-eval / --no-export) and prints a one-line JSON summary. Bad input exits with status 2
+--no-eval / --no-export) and prints a one-line JSON summary. `prepare` writes the files a
+dataset's configs read (loading a config never writes). Bad input exits with status 2
 and a message naming the key, file or line; nothing else is printed as a traceback.
 """
 
@@ -23,7 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is fi
 
 from recjax import config as config_lib                  # noqa: E402
 from recjax import distributed                           # noqa: E402
-from recjax.errors import RecjaxError                    # noqa: E402
+from recjax.datasets import amazon, movielens, paths      # noqa: E402
+from recjax.errors import DataError, RecjaxError         # noqa: E402
+
+# `recjax prepare --dataset NAME`: modules with VARIANTS and prepare_variant(variant, source)
+DATASETS = {"movielens": movielens, "amazon_electronics": amazon}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +59,36 @@ def _parser() -> argparse.ArgumentParser:
   stats.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
   stats.add_argument("--split", default="train", choices=("train", "eval"))
   stats.add_argument("--output", help="JSON file of the statistics")
+  prepare = commands.add_parser("prepare", help="write the files a dataset's configs read "
+                                f"(under ${paths.PREPARED_ENV}, from ${paths.DATA_ENV})")
+  prepare.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+  prepare.add_argument("--variant", help="which files (default: the dataset's first: "
+                       + "; ".join(f"{k} {'|'.join(m.VARIANTS)}" for k, m in DATASETS.items())
+                       + ")")
+  prepare.add_argument("--source", help="the raw data (default: under the shared data root)")
   return parser
+
+
+def _prepare(parser, args) -> dict:
+  module = DATASETS[args.dataset]
+  variant = args.variant or next(iter(module.VARIANTS))
+  if variant not in module.VARIANTS:
+    parser.error(f"--variant {variant!r}: {args.dataset} has {', '.join(module.VARIANTS)}")
+  return {"dataset": args.dataset, "variant": variant,
+          "files": module.prepare_variant(variant, args.source)}
+
+
+def _check_prepared(experiment, args) -> None:
+  """Names a prepared file that is absent, and the command that writes it, before any
+  reading starts (the reader alone would only say that no file matches)."""
+  splits = {"train": ("train", "eval"), "evaluate": ("eval",),
+            "stats": (getattr(args, "split", ""),)}.get(args.command, ())
+  patterns = [p for split in splits for p in getattr(experiment.data, split)]
+  if args.command in ("train", "evaluate"):
+    patterns += [p for t in experiment.tasks for p in getattr(t.retrieval, "corpus", ())]
+  message = paths.missing_prepared(patterns)
+  if message:
+    raise DataError(message)
 
 
 def _experiment(args, overrides):
@@ -72,7 +107,10 @@ def run(argv) -> dict:
     if not item.startswith("--config."):
       parser.error(f"unrecognized argument {item!r}")
     overrides.append(item[len("--config."):])
+  if args.command == "prepare":
+    return _prepare(parser, args)
   experiment = _experiment(args, overrides)
+  _check_prepared(experiment, args)
 
   if args.command == "stats":
     from recjax.input import stats
@@ -90,14 +128,9 @@ def run(argv) -> dict:
     return {"step": int(state.step),
             "eval": train.evaluate(experiment, state, input_lib.load_split(experiment, "eval"), mesh)}
   if args.command == "export":
-    from recjax.export import saved_model as export
+    from recjax.export import writes
     output = args.output or os.path.join(args.workdir, "export", "latest")
-    summary = {"step": int(state.step), "saved_model": str(export.export(experiment, state, output))}
-    if any(t.kind.retrieval for t in experiment.tasks):   # and each tower alone, beside it
-      from recjax.export import towers as tower_export
-      summary |= tower_export.export_towers(experiment, state, os.path.dirname(
-          os.path.abspath(output)))
-    return summary
+    return {"step": int(state.step), **writes.write(experiment, state, output)}
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)
   from recjax.export import saved_model as export

@@ -1,10 +1,14 @@
 """Config files, overrides and validation: every mistake names its key and the valid ones."""
 
+import dataclasses
+import os
 import pathlib
+import tempfile
 
 import pytest
 
 from recjax import config as config_lib
+from recjax.datasets import paths
 from recjax.features import spec as features
 from recjax.errors import ConfigError
 from tests.conftest import ADULT_CONFIG, ROOT
@@ -17,12 +21,76 @@ def _experiment(*overrides, spec=ADULT_CONFIG):
   return config_lib.experiment(config)
 
 
-def test_every_config_file_validates_in_full_and_smoke_mode():
+_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache"}
+
+
+def _tree(root: pathlib.Path) -> dict:
+  """{path: (size, mtime)} of the files under `root`. Python's import caches (__pycache__ of
+  recjax's own modules, written by any first import) and the VCS and venv are left out."""
+  found = {}
+  for folder, dirs, names in os.walk(root):
+    dirs[:] = [d for d in dirs if d not in _NOT_WATCHED]
+    for name in names:
+      stat = os.stat(os.path.join(folder, name))
+      found[os.path.join(folder, name)] = (stat.st_size, stat.st_mtime_ns)
+  return found
+
+
+@pytest.mark.parametrize("data", ["shared", "empty"])
+def test_every_config_validates_in_full_and_smoke_mode_and_writes_nothing(
+    data, tmp_path, monkeypatch):
+  """`empty`: RECJAX_DATA names an empty folder, as on a user's clone with no ../shared:
+  every config must still load (the data is read, and missed, only by a run)."""
+  tmp = tmp_path / "tmp"                     # the temp dir, where prepared files used to go
+  tmp.mkdir()
+  monkeypatch.setenv("TMPDIR", str(tmp))
+  monkeypatch.setattr(tempfile, "tempdir", None)
+  monkeypatch.delenv(paths.PREPARED_ENV, raising=False)
+  if data == "empty":
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "data"))
+  assert paths.prepared_root().is_relative_to(tmp)
+  watched = (ROOT, paths.root(), tmp)
+  before = [_tree(root) for root in watched]
   files = sorted((ROOT / "configs").glob("*.py"))
   assert files
   for file in files:
     full, smoke = _experiment(spec=str(file)), _experiment(spec=f"{file}:smoke")
     assert full.model_name and smoke.train.steps and smoke.train.steps <= 100
+  for root, old in zip(watched, before):
+    new = _tree(root)
+    assert new == old, (f"loading the configs wrote under {root}: "
+                        f"{sorted(set(new.items()) ^ set(old.items()))[:5]}")
+
+
+def test_a_bad_model_field_is_a_config_error_naming_the_key():
+  spec = f"{ROOT / 'configs' / 'movielens_sasrec.py'}:smoke"         # history dim 50
+  with pytest.raises(ConfigError, match=r"model.num_heads: 3 heads do not split the 50 dims "
+                                        r"of group 'history' \(groups.history.dim\)"):
+    _experiment("model.num_heads=3", spec=spec)
+  assert _experiment("model.num_heads=5", spec=spec).model.num_heads == 5
+  with pytest.raises(ConfigError, match="model.structure: 'tower' is not one of stacked, "
+                                        "parallel"):
+    _experiment("model.name=dcnv2", "model.structure=tower")
+  with pytest.raises(ConfigError, match="model.levels: 0 is less than 1"):
+    _experiment("model.levels=0", spec=f"{ROOT / 'configs' / 'census_multitask.py'}:ple,smoke")
+
+
+def test_the_sections_table_is_the_schema():
+  """One entry per section: the valid top-level keys, the override hints and the
+  Experiment's fields all come from `SECTIONS`."""
+  names = [s.name for s in config_lib.SECTIONS]
+  assert names == ["data", "features", "groups", "model", "label", "tasks", "train",
+                   "optimizer", "export"]
+  fields = [f.name for f in dataclasses.fields(config_lib.Experiment)]
+  assert fields == [n for s in config_lib.SECTIONS for n in s.outputs()]
+  with pytest.raises(ConfigError, match="config.serving: no such section; .*valid keys: data, export, "):
+    config = config_lib.load(f"{ADULT_CONFIG}:smoke")
+    with config.unlocked():
+      config.serving = {}
+    config_lib.experiment(config)
+  with pytest.raises(ConfigError, match="--config.optimizer.dense.lr: no such key; "):
+    _experiment("optimizer.dense.lr=1")
 
 
 def test_adult_config_builds_frozen_specs():

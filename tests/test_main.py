@@ -237,3 +237,66 @@ def test_skipped_bad_rows_are_counted_by_reason_in_the_run_summary(tmp_path, cap
 def test_evaluate_without_a_checkpoint_says_so(tmp_path, capsys):
   err = _fails(capsys, "evaluate", "--config", f"{ADULT_CONFIG}:smoke", "--workdir", tmp_path)
   assert "no checkpoint to restore; run `recjax train` first" in err
+
+
+# ---- model fields and prepared data: errors before any data file is opened ------------------
+
+SASREC_SMOKE = f"{ROOT / 'configs' / 'movielens_sasrec.py'}:smoke"
+
+
+def _record_opens(monkeypatch) -> list:
+  """Every path that Python's open, gzip or pyarrow's CSV reader is asked for, from now on."""
+  import builtins
+  import gzip
+  import pyarrow.csv as pa_csv
+  opened = []
+  for module, name in ((builtins, "open"), (gzip, "open"), (pa_csv, "read_csv"),
+                       (pa_csv, "open_csv")):
+    def recording(path, *args, _real=getattr(module, name), **kwargs):
+      opened.append(str(getattr(path, "name", path)))
+      return _real(path, *args, **kwargs)
+    monkeypatch.setattr(module, name, recording)
+  return opened
+
+
+def test_bad_model_field_exits_2_naming_the_key_before_any_data_file_is_opened(
+    tmp_path, capsys, monkeypatch):
+  from recjax.datasets import movielens
+  monkeypatch.setenv("RECJAX_PREPARED", str(tmp_path / "prepared"))
+  data = movielens.files("smoke")             # present, so that reading them would succeed
+  for path in data.values():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("user_id,history,movie_id\n1,1|2,3\n")
+  opened = _record_opens(monkeypatch)
+  err = _fails(capsys, "train", "--config", SASREC_SMOKE, "--workdir", tmp_path / "run",
+               "--config.model.num_heads=3")      # the history group's dim is 50
+  assert "recjax: error: model.num_heads: 3 heads do not split the 50 dims of group " in err
+  assert not set(opened) & set(data.values()), opened
+  assert not (tmp_path / "run").exists()
+
+
+def test_absent_prepared_files_are_named_with_the_command_that_writes_them(
+    tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("RECJAX_PREPARED", str(tmp_path / "prepared"))
+  err = _fails(capsys, "train", "--config", SASREC_SMOKE, "--workdir", tmp_path / "run")
+  assert (f"recjax: error: {tmp_path / 'prepared' / 'movielens' / 'smoke' / 'train.csv'}: "
+          "prepared file not found; write it with "
+          "`recjax prepare --dataset movielens --variant smoke`") in err
+  assert not (tmp_path / "prepared").exists()
+
+
+def test_prepare_writes_the_files_the_config_reads(tmp_path, capsys, monkeypatch):
+  from recjax.datasets import amazon
+  if not amazon.source().exists():
+    pytest.skip(f"the Amazon Electronics sample is not at {amazon.source()} (the shared data "
+                "root, $RECJAX_DATA, is not part of the repository)")
+  monkeypatch.setenv("RECJAX_PREPARED", str(tmp_path / "prepared"))
+  main_lib.main(["prepare", "--dataset", "amazon_electronics"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed == {"dataset": "amazon_electronics", "variant": "sample",
+                     "files": amazon.files()}
+  with open(amazon.files()["eval"]) as f:
+    assert f.readline().strip() == ",".join(amazon.COLUMNS) and len(f.readlines()) == 32
+  err = _fails(capsys, "prepare", "--dataset", "movielens", "--variant", "tiny")
+  assert "--variant 'tiny': movielens has full, smoke" in err

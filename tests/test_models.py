@@ -269,8 +269,8 @@ def test_structure_options_change_the_wiring():
   assert stacked["params"]["over_arch"]["kernel"].shape == (4, 1)
   assert parallel["params"]["over_arch"]["kernel"].shape == (n + 4, 1)
   for model in (MODELS["dcnv2"](structure="tower"), MODELS["masknet"](structure="tower")):
-    with pytest.raises(ValueError, match="structure 'tower'"):
-      model.init(jax.random.key(0), embedded, dense)
+    with pytest.raises(ConfigError, match="model.structure: 'tower' is not one of"):
+      model.check({})                  # at validation, before any data (recjax.models.checks)
   para = MODELS["masknet"](block_sizes=(3, 5), structure="parallel", hidden=(4,))
   assert para.init(jax.random.key(0), embedded, dense)["params"]["dense_arch"]["dense_0"][
       "kernel"].shape == (8, 4)

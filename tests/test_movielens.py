@@ -3,8 +3,8 @@
 The smoke run trains the FM (biased matrix factorisation: no numeric features, so its
 first-order part is the global bias alone) for 20 steps of 32 ratings, evaluates RMSE on the
 whole u1 test fold and exports a SavedModel whose served ratings (clipped to [1, 5]) equal
-JAX's. The data lives
-in ../shared/data and may not be copied into the repository, so these tests skip without it.
+JAX's. The data lives under the shared data root ($RECJAX_DATA, by default ../shared/data)
+and may not be copied into the repository, so these tests skip without it.
 """
 
 import gzip
@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
+from recjax.datasets import paths
 from recjax.export import saved_model as export
 from recjax.input import pipeline as input_lib
 from recjax import sharding
@@ -22,11 +23,12 @@ from recjax.train import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "movielens100k.py"
-DATA = ROOT.parent / "shared" / "data" / "movielens" / "ml-100k"
+DATA = paths.shared("movielens", "ml-100k")
 
 pytestmark = pytest.mark.skipif(
     not (DATA / "u1.base.gz").exists(),
-    reason=f"MovieLens-100K is not at {DATA} (../shared/data is not part of the repository)")
+    reason=f"MovieLens-100K is not at {DATA} (the shared data root, $RECJAX_DATA, is not part "
+    "of the repository)")
 
 
 def _experiment(arg):

@@ -19,6 +19,8 @@ import tensorflow as tf
 from recjax import config as config_lib
 from recjax.export import saved_model as export
 from recjax.input import pipeline as input_lib
+from recjax.datasets import paths
+from recjax.errors import ConfigError
 from recjax.layers import multitask as multitask_layers
 from recjax import sharding
 from recjax.train import loop as train
@@ -107,15 +109,13 @@ def test_esmm_outputs_ctr_ctcvr_and_cvr():
                                          ("esmm", ("ctr", "cvr"))])
 def test_bad_task_lists_are_errors(name, tasks):
   module = {**MULTI, "esmm": esmm}[name]
-  embedded, dense = _inputs(2)
-  with pytest.raises(ValueError, match="tasks"):
-    module.tiny(tasks=tasks).init(jax.random.key(0), embedded, dense)
+  with pytest.raises(ConfigError, match="model.tasks: "):      # at validation, before any data
+    module.tiny(tasks=tasks).check({})
 
 
 def test_ple_needs_a_level():
-  embedded, dense = _inputs(2)
-  with pytest.raises(ValueError, match="levels 0"):
-    ple.tiny(levels=0).init(jax.random.key(0), embedded, dense)
+  with pytest.raises(ConfigError, match="model.levels: 0 is less than 1"):
+    ple.tiny(levels=0).check({})
 
 
 def test_shared_bottom_with_one_task_is_a_dnn_shape_wise():
@@ -245,7 +245,7 @@ def test_esmm_ctcvr_is_ctr_times_cvr_and_the_ctr_loss_misses_the_cvr_tower():
 
 # ---- from a config: train 3 steps, evaluate both tasks, export, serve ----------------------
 
-SAMPLES = ROOT.parent / "shared" / "data" / "small_samples"
+SAMPLES = paths.shared("small_samples")           # $RECJAX_DATA, by default ../shared/data
 CENSUS_SAMPLE = SAMPLES / "deepctr_census-income.sample"
 ALICCP_EVAL = SAMPLES / "torchrechub_ali_ccp_val_sample.csv"
 # a few features of each kind keep the tables and the step's compile time small

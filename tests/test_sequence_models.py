@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
+from recjax.datasets import amazon
 from recjax.export import saved_model as export
 from recjax.input import pipeline as input_lib
 from recjax.layers import sequence as sequence_layers
@@ -182,17 +183,21 @@ def test_model_trains_evaluates_and_exports_from_its_tiny_preset(name, tmp_path)
   assert np.all(np.isfinite(jax_probs)) and jax_probs.std() > 1e-4   # scores depend on the row
 
 
-AMAZON = (ROOT.parent / "shared" / "data" / "small_samples" /
-          "torchrechub_amazon_electronics_sample.csv")
+AMAZON = amazon.source()
 
 
-@pytest.mark.skipif(not AMAZON.exists(), reason=f"needs {AMAZON} (../shared/data)")
-def test_din_on_the_amazon_log_sample_trains_and_serves_its_raw_rows(tmp_path):
+@pytest.mark.skipif(not AMAZON.exists(), reason=f"the Amazon Electronics sample is not at "
+                    f"{AMAZON} (the shared data root, $RECJAX_DATA, is not part of the repository)")
+def test_din_on_the_amazon_log_sample_trains_and_serves_its_raw_rows(tmp_path, monkeypatch):
+  monkeypatch.setenv("RECJAX_PREPARED", str(tmp_path / "prepared"))
+  assert amazon.prepare_variant() == amazon.files()           # what `recjax prepare` writes
   experiment = config_lib.experiment(config_lib.load(str(ROOT / "configs" / "amazon_din.py:smoke")))
-  summary = train.train_and_evaluate(experiment, tmp_path)
+  assert experiment.data.train == (amazon.files()["train"],)
+  workdir = tmp_path / "run"
+  summary = train.train_and_evaluate(experiment, workdir)
   assert summary["steps"] == 10 and summary["train_rows"] == 134
   assert summary["eval"]["examples"] == 32 and summary["eval"]["positive_rate"] == 0.5
-  state = train.restore_state(experiment, tmp_path, sharding.make_mesh())
+  state = train.restore_state(experiment, workdir, sharding.make_mesh())
   jax_probs = train.predict(experiment, state, input_lib.load_split(experiment, "eval"),
                             sharding.make_mesh())["label"]
   with open(experiment.data.eval[0], newline="") as f:

@@ -10,9 +10,11 @@ every train item of the user (`seen`, for excluding them from full-corpus retrie
 
 User columns (gender, age, occupation, zip) and item columns (genres, year) are joined in, so
 one file serves the sequential model and the two-tower one. The data may not be
-redistributed: the files go to a work directory outside the repository (by default under the
-system's temporary directory), never into it. A `meta.json` of the parameters makes a second
-call with the same parameters a no-op.
+redistributed: the files go to a prepared folder outside the repository
+(`paths.prepared("movielens", variant)`), never into it. Writing them is an explicit step,
+`recjax prepare --dataset movielens --variant full|smoke` (or `prepare` here); loading a
+config only names the paths (`files`). A `meta.json` of the parameters makes a second call
+with the same parameters a no-op.
 """
 
 import csv
@@ -21,15 +23,13 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 
 import numpy as np
 
+from recjax.datasets import paths
 from recjax.errors import DataError
 
-SOURCE = pathlib.Path(os.environ.get(
-    "RECJAX_SHARED_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
-) / "movielens" / "ml-1m"
+SOURCE = paths.shared("movielens", "ml-1m")       # at import; `prepare` asks `paths` again
 RATINGS = "ratings_users_0001-2999.dat.gz"
 COLUMNS = ("user_id", "gender", "age", "occupation", "zip", "history", "movie_id", "genres",
            "year")
@@ -45,24 +45,33 @@ GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "
 MOVIE_IDS = tuple(str(i) for i in range(1, 3953))
 
 
+# The variants that `recjax prepare` writes and the configs read: `smoke`, the first 40 users
+VARIANTS = {"full": dict(max_len=50), "smoke": dict(max_len=50, max_users=40)}
+NAMES = ("train.csv", "eval.csv", "items.csv")
+
+
 def work_dir(variant: str) -> pathlib.Path:
-  return pathlib.Path(tempfile.gettempdir()) / "recjax_movielens" / variant
+  return paths.prepared("movielens", variant)
 
 
-def files(variant: str, **options) -> dict[str, str]:
-  """The paths of a work directory's files, written first (`prepare`) when the MovieLens
-  source is there; where it is absent the paths are returned as they are, so that a config
-  still validates and training names the missing file."""
-  out = work_dir(variant)
-  if (SOURCE / RATINGS).exists():
-    return prepare(out, **options)
-  return {name: str(out / name) for name in ("train.csv", "eval.csv", "items.csv")}
+def files(variant: str) -> dict[str, str]:
+  """The paths of a variant's prepared files, which may be absent: a config names them and
+  still validates; reading them names the missing file and `prepare_variant`'s command."""
+  if variant not in VARIANTS:
+    raise ValueError(f"MovieLens variant {variant!r}; valid: {', '.join(VARIANTS)}")
+  return {name: str(work_dir(variant) / name) for name in NAMES}
+
+
+def prepare_variant(variant: str, source: str | os.PathLike | None = None) -> dict[str, str]:
+  """Writes the files `files(variant)` names (`recjax prepare --dataset movielens`)."""
+  files(variant)                                            # checks the name
+  return prepare(work_dir(variant), source=source, **VARIANTS[variant])
 
 
 def _lines(path: pathlib.Path):
   if not path.exists():
-    raise DataError(f"{path}: MovieLens-1M file not found (the data lives in ../shared/data; "
-                    "set RECJAX_SHARED_DATA to its folder)")
+    raise DataError(f"{path}: MovieLens-1M file not found (the shared data root is "
+                    f"{paths.root()}; set {paths.DATA_ENV} to the folder that holds movielens/)")
   opener = gzip.open if path.suffix == ".gz" else open
   with opener(path, "rt", encoding="latin-1") as f:
     for number, line in enumerate(f, 1):
@@ -122,14 +131,14 @@ def prepare(out: str | os.PathLike | None = None, *, source: str | os.PathLike |
   """Writes train.csv, eval.csv and items.csv (the corpus: every movie of movies.dat) into
   `out`; returns their paths. `max_users` and `max_per_user` (the first ratings in time)
   shrink the data for smoke runs and tests."""
-  source = pathlib.Path(source) if source else SOURCE
+  source = pathlib.Path(source) if source else paths.shared("movielens", "ml-1m")
   out = pathlib.Path(out) if out else work_dir("full")
   params = {"source": str(source), "max_len": max_len, "num_negatives": num_negatives,
             "seed": seed, "max_users": max_users, "max_per_user": max_per_user, "version": 2}
-  paths = {name: str(out / name) for name in ("train.csv", "eval.csv", "items.csv")}
+  written = {name: str(out / name) for name in NAMES}
   meta = out / "meta.json"
   if meta.exists() and json.loads(meta.read_text()) == params:
-    return paths
+    return written
   out.mkdir(parents=True, exist_ok=True)
   movies, users = read_movies(source), read_users(source)
   sequences = read_sequences(source, max_users)
@@ -160,4 +169,4 @@ def prepare(out: str | os.PathLike | None = None, *, source: str | os.PathLike |
   _write(out / "eval.csv", EVAL_COLUMNS, evals)
   _write(out / "items.csv", ITEM_COLUMNS, [(m, *movies[m]) for m in movies])
   meta.write_text(json.dumps(params))
-  return paths
+  return written

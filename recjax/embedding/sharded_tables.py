@@ -28,11 +28,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
+from recjax import sharding
 from recjax.embedding import dedup
+from recjax.sharding import DATA, MODEL     # the mesh axes collectives name
 
-MODEL, DATA = "model", "data"
 ROW_ALIGN = 1024        # sharded tables are stored with rows padded to a multiple of this, so
                         # that one checkpoint restores onto any mesh of up to 1024 shards
 
@@ -133,9 +133,10 @@ def _lookup_local(shards, flat_ids, caps):
 def lookup(tables, flat_ids, mesh, caps):
   """Rows of `model`-sharded tables for batch-sharded ids: lists of tables, of their ids [N_k]
   and of their capacities -> list of [N_k, D_k] (batch-sharded)."""
-  batch = [P((DATA, MODEL))] * len(tables)
+  batch = [sharding.spec("batch")] * len(tables)
   return jax.shard_map(lambda t, i: _lookup_local(t, i, caps), mesh=mesh,
-                       in_specs=([P(MODEL, None)] * len(tables), batch), out_specs=batch,
+                       in_specs=([sharding.spec("rows", None)] * len(tables), batch),
+                       out_specs=batch,
                        check_vma=False)(list(tables), list(flat_ids))
 
 
@@ -185,9 +186,10 @@ def _update_local(shards, slots, flat_ids, row_grads, apply_rows, caps):
 def apply_gradients(tables, slots, flat_ids, row_grads, mesh, caps, apply_rows):
   """Fused sparse update of `model`-sharded tables from per-id gradients: lists of tables, of
   their slots, ids [N_k], gradients [N_k, D_k] and capacities -> list of (table, slots)."""
-  batch = [P((DATA, MODEL))] * len(tables)
-  table_specs = [P(MODEL, None)] * len(tables)
-  slot_specs = jax.tree.map(lambda s: P(MODEL, *([None] * (s.ndim - 1))), list(slots))
+  batch = [sharding.spec("batch")] * len(tables)
+  table_specs = [sharding.spec("rows", None)] * len(tables)
+  slot_specs = jax.tree.map(lambda s: sharding.spec("rows", *([None] * (s.ndim - 1))),
+                            list(slots))
   return jax.shard_map(
       lambda t, s, i, g: _update_local(t, s, i, g, apply_rows, caps), mesh=mesh,
       in_specs=(table_specs, slot_specs, batch, batch),
@@ -198,13 +200,13 @@ def apply_gradients(tables, slots, flat_ids, row_grads, mesh, caps, apply_rows):
 def overflow(flat_ids, rows, mesh, caps):
   """Per table, the ids that did not fit their owner's capacity this step, summed over
   devices: lists of ids [N_k], table rows and capacities -> list of counts."""
-  shards = mesh.shape[MODEL]
+  shards = sharding.row_shards(mesh)
 
   def count(ids):
     counts = jnp.stack([_route(i, r // shards, shards, cap).overflow
                         for i, r, cap in zip(ids, rows, caps)])
     return jax.lax.psum(counts, (DATA, MODEL))
 
-  counts = jax.shard_map(count, mesh=mesh, in_specs=([P((DATA, MODEL))] * len(flat_ids),),
-                         out_specs=P(), check_vma=False)(list(flat_ids))
+  counts = jax.shard_map(count, mesh=mesh, in_specs=([sharding.spec("batch")] * len(flat_ids),),
+                         out_specs=sharding.spec(), check_vma=False)(list(flat_ids))
   return list(counts)

@@ -18,11 +18,12 @@ paths share `apply_row_gradients`.
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from recjax import sharding
 from recjax.embedding import dedup
 from recjax.features import spec as features_lib
 from recjax.embedding import sharded_tables
@@ -61,7 +62,15 @@ class GroupPlan:
 table_of = features_lib.table_of
 
 
-def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]]:
+class EmbeddingPlan(NamedTuple):
+  """An experiment's tables and how its groups read them: derived once from its features and
+  groups (config validation carries it as `Experiment.embedding_plan`). A NamedTuple, so
+  `specs, plans = plan(...)` still unpacks."""
+  specs: tuple[TableSpec, ...]      # every table of the state tree, once
+  groups: tuple[GroupPlan, ...]     # per group, in config order
+
+
+def plan(features, groups) -> EmbeddingPlan:
   """One table per (group, table name): features of a group that name the same table share
   it (they must agree on its size); the same feature in two groups has a table in each,
   unless a group takes the tables of another (`Group.tables_from`): a table read by several
@@ -90,7 +99,7 @@ def plan(features, groups) -> tuple[tuple[TableSpec, ...], tuple[GroupPlan, ...]
     plans.append(GroupPlan(group.name, group.features, tables, group.combiner, tuple(sharded),
                            group.capacity_factor,
                            feature_owners if group.tables_from else ()))
-  return tuple(specs), tuple(plans)
+  return EmbeddingPlan(tuple(specs), tuple(plans))
 
 
 def init(specs, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
@@ -117,37 +126,63 @@ def _coefficients(weights: jax.Array, combiner: str) -> jax.Array:
   return weights * jax.lax.rsqrt(jnp.maximum(jnp.sum(weights * weights, -1, keepdims=True), 1e-24))
 
 
+class Reader(NamedTuple):
+  """The features of one group that read a table: their positions in the group."""
+  group: GroupPlan
+  positions: tuple[int, ...]
+
+
+class TableRead(NamedTuple):
+  """One table of the state tree and this batch's ids for it, from all its readers."""
+  owner: GroupPlan                  # the group whose tables hold it
+  table: str
+  readers: tuple[Reader, ...]
+  ids: jax.Array                    # [N] the readers' ids, concatenated and flattened
+  sharded: bool                     # read through the all_to_all exchange
+  capacity: int                     # ids per device per shard in the exchange (0: unsharded)
+
+  def of(self, tree):
+    """This table's entry of a tables[group][table] tree (the tables, or their slots)."""
+    return tree[self.owner.name][self.table]
+
+  def features(self):
+    """(reader's plan, feature position) for each feature, in the order of `ids`."""
+    return [(r.group, j) for r in self.readers for j in r.positions]
+
+
 def _capacity(plan_, flat_ids, mesh) -> int:
-  return sharded_tables.capacity(flat_ids.shape[0] // mesh.size, mesh.shape["model"],
+  return sharded_tables.capacity(flat_ids.shape[0] // mesh.size, sharding.row_shards(mesh),
                                  plan_.capacity_factor)
 
 
 def _tables(plans, ids, mesh):
-  """Each table of the state tree once, with every feature of every group that reads it:
-  (owner's plan, table name, readers [(plan, feature positions)], their ids flattened,
-  sharded?). Readers' ids are concatenated along the id axis, not the batch axis, so that a
-  device's share of the flat ids is still its own rows of the batch."""
+  """Each table of the state tree once, with every feature of every group that reads it, as
+  `TableRead`s. Readers' ids are concatenated along the id axis, not the batch axis, so that
+  a device's share of the flat ids is still its own rows of the batch."""
   by_name = {p.name: p for p in plans}
   readers = {}
   for plan_ in plans:
     for j, table in enumerate(plan_.tables):
       readers.setdefault((plan_.owner(j), table), {}).setdefault(plan_.name, []).append(j)
   for (owner, table), by_group in readers.items():
-    parts = [(by_name[group], positions) for group, positions in by_group.items()]
+    parts = tuple(Reader(by_name[group], tuple(positions)) for group, positions in by_group.items())
     flat = jnp.concatenate([ids[p.features[j]] for p, positions in parts for j in positions],
                            1).reshape(-1)
     # On a mesh without a model axis to split over, a sharded table is one whole shard: the
     # plain path reads it the same way without the all_to_all bookkeeping.
-    sharded = mesh is not None and mesh.shape["model"] > 1 and table in by_name[owner].sharded
-    yield by_name[owner], table, parts, flat, sharded
+    sharded = (mesh is not None and sharding.row_shards(mesh) > 1
+               and table in by_name[owner].sharded)
+    yield TableRead(by_name[owner], table, parts, flat, sharded,
+                    _capacity(by_name[owner], flat, mesh) if sharded else 0)
 
 
-def _split(flat, parts, ids):
+def _split(flat, readers, ids):
   """Undoes `_tables`' concatenation: {(group, feature position): values [B, L, ...]}."""
-  first, positions = parts[0]
-  flat = flat.reshape((ids[first.features[positions[0]]].shape[0], -1) + flat.shape[1:])
+  first = readers[0]
+  flat = flat.reshape((ids[first.group.features[first.positions[0]]].shape[0], -1)
+                      + flat.shape[1:])
   out, start = {}, 0
-  for plan_, positions in parts:
+  for plan_, positions in readers:
     for j in positions:
       length = ids[plan_.features[j]].shape[1]
       out[(plan_.name, j)] = flat[:, start:start + length]
@@ -170,18 +205,19 @@ def lookup(tables, plans, ids: dict, weights: dict, mesh=None) -> dict[str, jax.
   (the replicated path, also used to trace shapes).
   """
   rows, sharded = {}, []
-  for owner, table_name, parts, flat, is_sharded in _tables(plans, ids, mesh):
-    table = tables[owner.name][table_name]
-    if is_sharded:
-      sharded.append((table, flat, _capacity(owner, flat, mesh), parts))
+  for read in _tables(plans, ids, mesh):
+    if read.sharded:
+      sharded.append(read)
     else:
       # The feature transforms reject ids outside a table, so no bounds handling is needed
       # ("clip" is XLA's native gather; the default "fill" adds a select per table).
-      rows.update(_split(jnp.take(table, flat, axis=0, mode="clip"), parts, ids))  # [B, L, D]
+      found = jnp.take(read.of(tables), read.ids, axis=0, mode="clip")
+      rows.update(_split(found, read.readers, ids))                               # [B, L, D]
   if sharded:       # all sharded tables in one exchange
-    sharded_rows, flats, caps, parts_of = zip(*sharded)
-    for found, parts in zip(sharded_tables.lookup(sharded_rows, flats, mesh, caps), parts_of):
-      rows.update(_split(found, parts, ids))
+    found = sharded_tables.lookup([r.of(tables) for r in sharded], [r.ids for r in sharded],
+                                  mesh, [r.capacity for r in sharded])
+    for rows_of_table, read in zip(found, sharded):
+      rows.update(_split(rows_of_table, read.readers, ids))
   out = {}
   for plan_ in plans:
     coefs = [_coefficients(weights[f], plan_.combiner) for f in plan_.features]
@@ -223,6 +259,13 @@ def apply_row_gradients(table, slots, flat_ids, row_grads, optimizer: SparseOpti
   return table, {k: scatter(v, slot_rows[k]) for k, v in slots.items()}
 
 
+class RowUpdate(NamedTuple):
+  """A sharded table's update this step, handed to the one exchange of all of them."""
+  read: TableRead
+  ids: jax.Array                    # [N] `read.ids` with padding sent past the table's rows
+  grads: jax.Array                  # [N, D] per-id gradients
+
+
 def _row_grads(coef, grad, combiner):
   """Per-id gradients [B, L, D] from d loss / d output of one feature: [B, D] pooled, or
   [B, L, D] for a sequence ("none")."""
@@ -243,39 +286,39 @@ def apply_gradients(tables, slots, plans, ids: dict, weights: dict, grads,
   coefs = {(p.name, j): _coefficients(weights[f], p.combiner)
            for p in plans for j, f in enumerate(p.features)}
   new_tables, new_slots, uniques, sharded = {}, {}, {}, []
-  for owner, table_name, parts, flat_ids, is_sharded in _tables(plans, ids, mesh):
-    table, slot = tables[owner.name][table_name], slots[owner.name][table_name]
-    readers = [(p, j) for p, positions in parts for j in positions]
+  for read in _tables(plans, ids, mesh):
+    table, slot = read.of(tables), read.of(slots)
+    readers = read.features()
     row_grads = jnp.concatenate([_row_grads(coefs[(p.name, j)], grads[p.name][:, j], p.combiner)
                                  for p, j in readers], 1).reshape(-1, table.shape[1])
     weight = jnp.concatenate([weights[p.features[j]] for p, j in readers], 1).reshape(-1)
     rows = table.shape[0]
-    flat_ids = jnp.where((weight != 0) & (flat_ids >= 0) & (flat_ids < rows), flat_ids, rows)
-    if is_sharded:
-      sharded.append((owner.name, table_name, table, slot, flat_ids, row_grads,
-                      _capacity(owner, flat_ids, mesh)))
+    flat_ids = jnp.where((weight != 0) & (read.ids >= 0) & (read.ids < rows), read.ids, rows)
+    if read.sharded:
+      sharded.append(RowUpdate(read, flat_ids, row_grads))
       continue
     if mesh is not None:
       # Every replica applies the whole batch's update: gather the ids and gradients once,
       # then de-duplicate on each device without collectives (XLA's partitioning of the
       # hash rounds' scatters over a batch-sharded array costs ~9x the whole step).
       flat_ids, row_grads = jax.lax.with_sharding_constraint(
-          (flat_ids, row_grads), NamedSharding(mesh, P()))
+          (flat_ids, row_grads), sharding.replicated(mesh))
     # Tables of one size read by the same features (DeepFM's first-order and FM tables)
     # touch the same rows: their ids are de-duplicated once.
     key = (tuple(p.features[j] for p, j in readers), rows)
     if key not in uniques:
       uniques[key] = dedup.unique(flat_ids, rows)
     table, slot = apply_rows(table, slot, flat_ids, row_grads, unique=uniques[key])
-    new_tables.setdefault(owner.name, {})[table_name] = table
-    new_slots.setdefault(owner.name, {})[table_name] = slot
+    new_tables.setdefault(read.owner.name, {})[read.table] = table
+    new_slots.setdefault(read.owner.name, {})[read.table] = slot
   if sharded:       # all sharded tables in one exchange
-    groups, names, tables_, slots_, flat_ids, row_grads, caps = zip(*sharded)
-    updated = sharded_tables.apply_gradients(tables_, slots_, flat_ids, row_grads, mesh, caps,
-                                             apply_rows)
-    for group, name, (table, slot) in zip(groups, names, updated):
-      new_tables.setdefault(group, {})[name] = table
-      new_slots.setdefault(group, {})[name] = slot
+    updated = sharded_tables.apply_gradients(
+        [u.read.of(tables) for u in sharded], [u.read.of(slots) for u in sharded],
+        [u.ids for u in sharded], [u.grads for u in sharded], mesh,
+        [u.read.capacity for u in sharded], apply_rows)
+    for u, (table, slot) in zip(sharded, updated):
+      new_tables.setdefault(u.read.owner.name, {})[u.read.table] = table
+      new_slots.setdefault(u.read.owner.name, {})[u.read.table] = slot
   return new_tables, new_slots
 
 
@@ -283,13 +326,13 @@ def overflow(tables, plans, ids: dict, mesh) -> dict[str, jax.Array]:
   """Per group, the ids of this batch beyond the all_to_all capacity (they took the slower
   path); a shared table counts under its owner."""
   counts = {plan_.name: jnp.zeros((), jnp.int32) for plan_ in plans}
-  sharded = [(owner.name, flat, tables[owner.name][table_name].shape[0],
-              _capacity(owner, flat, mesh))
-             for owner, table_name, _, flat, is_sharded in _tables(plans, ids, mesh) if is_sharded]
+  sharded = [read for read in _tables(plans, ids, mesh) if read.sharded]
   if sharded:
-    owners, flats, rows, caps = zip(*sharded)
-    for owner, count in zip(owners, sharded_tables.overflow(flats, rows, mesh, caps)):
-      counts[owner] += count
+    found = sharded_tables.overflow([r.ids for r in sharded],
+                                    [r.of(tables).shape[0] for r in sharded], mesh,
+                                    [r.capacity for r in sharded])
+    for read, count in zip(sharded, found):
+      counts[read.owner.name] += count
   return counts
 
 
@@ -297,6 +340,6 @@ def shardings(specs, tree, mesh):
   """NamedShardings for `tables` or `slots` (any leaves with a leading rows dimension)."""
   sharded = {(s.group, s.name): s.sharded for s in specs}
   return {group: {name: jax.tree.map(
-      lambda x, shard=sharded[(group, name)]: NamedSharding(
-          mesh, P("model", *([None] * (x.ndim - 1))) if shard else P()), leaf)
+      lambda x, shard=sharded[(group, name)]: sharding.logical(
+          mesh, "rows", *([None] * (x.ndim - 1))) if shard else sharding.replicated(mesh), leaf)
       for name, leaf in by_name.items()} for group, by_name in tree.items()}

@@ -4,19 +4,17 @@ The signature has one named input per raw column the features read (float32 for 
 they read as numbers, strings for the others; any batch size). Inside, the TF
 twins of the feature transforms (`features.TfTransform`) compute the very ids and values the
 training pipeline computed, tables are TF variables looked up with the same pooling, and the
-dense tower is the JAX model converted by jax2tf (StableHLO in one TF op, batch polymorphic).
+dense tower is the JAX model converted by jax2tf (StableHLO in one TF op, batch polymorphic);
+those pieces are `tf_tables`, shared with the towers. `save` writes a module atomically.
 """
 
 import pathlib
 import shutil
 import tempfile
 
-import jax
-import numpy as np
 import tensorflow as tf
-from jax.experimental import jax2tf
 
-from recjax.embedding import tables as embedding
+from recjax.export import tf_tables
 from recjax.features import spec as features_lib
 from recjax.tasks import spec as tasks
 
@@ -44,34 +42,6 @@ def serving_inputs(experiment) -> dict[str, tf.TensorSpec]:
   return specs
 
 
-def _tf_lookup(tables, plans, ids, weights):
-  """TF twin of `embedding.lookup` (same pooling coefficients)."""
-  out = {}
-  for plan in plans:
-    pooled = []
-    for j, (feature, table) in enumerate(zip(plan.features, plan.tables)):
-      rows = tf.gather(tables[plan.owner(j)][table], ids[feature])            # [B, L, D]
-      w = weights[feature]
-      if plan.combiner == "mean":
-        w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
-      elif plan.combiner == "sqrtn":
-        w = w * tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, -1, keepdims=True), 1e-24))
-      pooled.append(w[..., None] * rows if plan.combiner == "none"
-                    else tf.einsum("bl,bld->bd", w, rows))
-    out[plan.name] = tf.stack(pooled, 1)
-    if plan.combiner == "none":
-      out[plan.name + embedding.MASK] = tf.cast(weights[plan.features[0]] != 0, tf.float32)
-  return out
-
-
-def _embedded_keys(plans):
-  """The keys of `embedding.lookup`'s output: groups, and sequence groups' masks."""
-  for plan in plans:
-    yield plan.name
-    if plan.combiner == "none":
-      yield plan.name + embedding.MASK
-
-
 class ServingModule(tf.Module):
   """Raw columns -> TF feature transforms -> table lookup -> jax2tf dense tower -> each task's
   prediction (a sigmoid for binary tasks)."""
@@ -79,35 +49,31 @@ class ServingModule(tf.Module):
   def __init__(self, experiment, state):
     super().__init__()
     self.transform = features_lib.TfTransform(experiment.features)
-    _, self._plans = embedding.plan(experiment.features, experiment.groups)
-    to_variable = lambda x: tf.Variable(np.asarray(x), trainable=False)
-    self.tables = jax.tree.map(to_variable, jax.device_get(state.tables))
-    self.params = jax.tree.map(to_variable, jax.device_get(state.params))
+    self._plans = experiment.embedding_plan.groups
+    self.tables = tf_tables.variables(state.tables)
+    self.params = tf_tables.variables(state.params)
     model, tasks_ = experiment.model, experiment.tasks
     self._outputs = output_names(experiment)
 
     def tower(params, embedded, dense):
       return tasks.predictions(tasks_, model.apply({"params": params}, embedded, dense))
 
-    self._tower = jax2tf.convert(
-        tower, with_gradient=False,
-        polymorphic_shapes=[None, {name: "(b, ...)" for name in _embedded_keys(self._plans)},
-                            "(b, ...)"])
+    self._tower = tf_tables.convert(tower, self._plans)
     self.serve = tf.function(self._serve, input_signature=[serving_inputs(experiment)],
                              autograph=False)
 
   def _serve(self, columns):
     batch = self.transform(columns)
-    embedded = _tf_lookup(self.tables, self._plans, batch["ids"], batch["weights"])
+    embedded = tf_tables.lookup(self.tables, self._plans, batch["ids"], batch["weights"])
     predictions = self._tower(self.params, embedded, batch["dense"])
     return {self._outputs[name]: value for name, value in predictions.items()}
 
 
-def export(experiment, state, directory) -> pathlib.Path:
-  """Writes the SavedModel to `directory` atomically (a temporary sibling, then a rename)."""
+def save(module: tf.Module, directory) -> pathlib.Path:
+  """Saves `module` (its `serve` as the `SIGNATURE`) to `directory` atomically: a temporary
+  sibling, then a rename, so a reader or a killed run never sees half a SavedModel."""
   directory = pathlib.Path(directory).absolute()
   directory.parent.mkdir(parents=True, exist_ok=True)
-  module = ServingModule(experiment, state)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
   try:
     tf.saved_model.save(module, str(tmp),
@@ -118,3 +84,8 @@ def export(experiment, state, directory) -> pathlib.Path:
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return directory
+
+
+def export(experiment, state, directory) -> pathlib.Path:
+  """Writes the whole model's SavedModel to `directory` atomically (`save`)."""
+  return save(ServingModule(experiment, state), directory)

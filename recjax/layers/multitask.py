@@ -84,8 +84,3 @@ class CGC(nn.Module):
     every = jnp.concatenate([specific[t] for t in self.tasks] + [shared], 1)
     return outputs, Gate(name="gate_shared")(shared_input, every)[0]
 
-
-def check_tasks(tasks: Sequence[str]) -> None:
-  """A multi-task model's `tasks` name its outputs: at least one, no repeats."""
-  if not tasks or len(set(tasks)) != len(tasks):
-    raise ValueError(f"tasks {tuple(tasks)!r}: give one or more distinct output names")

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from recjax.layers import sequence as sequence_layers
+from recjax.models import checks
 
 
 class BST(nn.Module):
@@ -32,6 +33,11 @@ class BST(nn.Module):
   history_group: str = "history"
   other_groups: tuple[str, ...] = ()
   task: str = "label"
+
+  @nn.nowrap
+  def check(self, groups):
+    for field in ("num_layers", "num_heads", "head_dim"):
+      checks.at_least(self, field, 1)
 
   @nn.compact
   def __call__(self, embedded, dense):

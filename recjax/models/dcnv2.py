@@ -5,7 +5,9 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from recjax.errors import ConfigError
 from recjax.layers import interaction as layers
+from recjax.models import checks
 
 
 class DCNv2(nn.Module):
@@ -24,10 +26,15 @@ class DCNv2(nn.Module):
   deep_group: str = "deep"
   task: str = "label"
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.one_of(self, "structure", ("stacked", "parallel"))
+    if self.num_experts > 1 and not self.low_rank:
+      raise ConfigError(f"model.low_rank: {self.low_rank}; num_experts > 1 (DCN-Mix) "
+                        "needs low_rank > 0")
+
   @nn.compact
   def __call__(self, embedded, dense):
-    if self.structure not in ("stacked", "parallel"):
-      raise ValueError(f"structure {self.structure!r}; valid: stacked, parallel")
     x0 = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
     cross = layers.CrossNetV2(self.cross_layers, self.low_rank, self.num_experts,
                               name="interaction")(x0)

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from recjax.layers import sequence as sequence_layers
+from recjax.models import checks
 
 
 class DIN(nn.Module):
@@ -27,6 +28,10 @@ class DIN(nn.Module):
   history_group: str = "history"
   other_groups: tuple[str, ...] = ()
   task: str = "label"
+
+  @nn.nowrap
+  def check(self, groups):
+    checks.one_of(self, "activation", sequence_layers.ACTIVATIONS)
 
   @nn.compact
   def __call__(self, embedded, dense):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from recjax.embedding import tables as embedding
 from recjax.layers import interaction as layers
+from recjax.models import checks
 
 USER, ITEM = "user", "item"      # the output keys of the two towers (recjax.tasks.retrieval reads them)
 NEGATIVES, NEGATIVE_ROWS = "negatives", "negative_rows"   # what sampled softmax reads
@@ -66,11 +67,12 @@ class DSSM(nn.Module):
   task: str = "match"
   num_negatives: int = 0            # sampled softmax: negatives per row (0: none produced)
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.one_of(self, "dense_tower", (USER, ITEM, "none"))
+    checks.at_least(self, "num_negatives", 0)
+
   def setup(self):
-    if self.dense_tower not in (USER, ITEM, "none"):
-      raise ValueError(f"dense_tower {self.dense_tower!r} is not one of user, item, none")
-    if self.num_negatives < 0:
-      raise ValueError(f"num_negatives {self.num_negatives} is negative")
     self.user_arch = layers.MLP(tuple(self.hidden) + (self.dim,), linear_out=True)
     self.item_arch = layers.MLP(tuple(self.hidden) + (self.dim,), linear_out=True)
 

@@ -7,8 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from recjax.errors import ConfigError
 from recjax.layers import interaction as layers
 from recjax.layers import multitask as multitask_layers
+from recjax.models import checks
 
 
 def ctcvr_logit(ctr_logit, cvr_logit):
@@ -32,11 +34,15 @@ class ESMM(nn.Module):
   tasks: tuple[str, ...] = ("ctr", "ctcvr")
   cvr_output: str = "cvr"
 
+  @nn.nowrap
+  def check(self, groups):
+    if len(self.tasks) != 2:
+      raise ConfigError(f"model.tasks: {tuple(self.tasks)!r}: ESMM names two outputs, "
+                        "(ctr, ctcvr)")
+    checks.distinct(self, extra=(self.cvr_output,))
+
   @nn.compact
   def __call__(self, embedded, dense):
-    multitask_layers.check_tasks(tuple(self.tasks) + (self.cvr_output,))
-    if len(self.tasks) != 2:
-      raise ValueError(f"tasks {tuple(self.tasks)!r}: ESMM names two outputs, (ctr, ctcvr)")
     x = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
     ctr = multitask_layers.Tower(self.hidden, name="ctr_tower")(x)
     cvr = multitask_layers.Tower(self.hidden, name="cvr_tower")(x)

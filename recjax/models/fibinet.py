@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from recjax.layers import interaction as layers
+from recjax.models import checks
 
 
 class FiBiNET(nn.Module):
@@ -22,6 +23,10 @@ class FiBiNET(nn.Module):
   first_order_group: str = "wide"
   deep_group: str = "deep"
   task: str = "label"
+
+  @nn.nowrap
+  def check(self, groups):
+    checks.one_of(self, "field_type", ("all", "each", "interaction"))
 
   @nn.compact
   def __call__(self, embedded, dense):

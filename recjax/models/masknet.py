@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from recjax.layers import interaction as layers
+from recjax.models import checks
 
 
 class MaskNet(nn.Module):
@@ -23,10 +24,12 @@ class MaskNet(nn.Module):
   deep_group: str = "deep"
   task: str = "label"
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.one_of(self, "structure", ("serial", "parallel"))
+
   @nn.compact
   def __call__(self, embedded, dense):
-    if self.structure not in ("serial", "parallel"):
-      raise ValueError(f"structure {self.structure!r}; valid: serial, parallel")
     fields = embedded[self.deep_group]
     v_emb = jnp.concatenate([layers.flatten(fields), dense], -1)
     normed = jnp.concatenate(

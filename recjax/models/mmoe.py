@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from recjax.layers import interaction as layers
 from recjax.layers import multitask as multitask_layers
+from recjax.models import checks
 
 
 class MMoE(nn.Module):
@@ -23,9 +24,14 @@ class MMoE(nn.Module):
   deep_group: str = "deep"
   tasks: tuple[str, ...] = ("ctr", "cvr")
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.distinct(self)
+    checks.at_least(self, "num_experts", 1)
+    checks.non_empty(self, "expert_hidden")
+
   @nn.compact
   def __call__(self, embedded, dense):
-    multitask_layers.check_tasks(self.tasks)
     x = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
     experts = multitask_layers.Experts(self.num_experts, self.expert_hidden, name="experts")(x)
     out = {}

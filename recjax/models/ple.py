@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from recjax.layers import interaction as layers
 from recjax.layers import multitask as multitask_layers
+from recjax.models import checks
 
 
 class PLE(nn.Module):
@@ -26,11 +27,16 @@ class PLE(nn.Module):
   deep_group: str = "deep"
   tasks: tuple[str, ...] = ("ctr", "cvr")
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.distinct(self)
+    checks.at_least(self, "levels", 1)             # levels=1 is CGC alone
+    checks.at_least(self, "num_specific", 1)
+    checks.at_least(self, "num_shared", 1)
+    checks.non_empty(self, "expert_hidden")
+
   @nn.compact
   def __call__(self, embedded, dense):
-    multitask_layers.check_tasks(self.tasks)
-    if self.levels < 1:
-      raise ValueError(f"levels {self.levels}: PLE needs at least one CGC level")
     x = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
     task_inputs, shared = {t: x for t in self.tasks}, x
     for level in range(self.levels):

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from recjax.embedding import tables as embedding
+from recjax.errors import ConfigError
+from recjax.models import checks
 from recjax.models.dssm import ITEM, USER
 
 _MASKED = -1e9        # finite, so a query with no visible key stays finite (uniform weights)
@@ -84,6 +86,15 @@ class SASRec(nn.Module):
   num_heads: int = 1
   ffn_dim: int = 0                  # 0: the embedding dim
   task: str = "next_item"
+
+  @nn.nowrap
+  def check(self, groups):
+    checks.at_least(self, "num_heads", 1)
+    history = checks.group(self, "history_group", groups, sequence=True)
+    if history.dim % self.num_heads:
+      raise ConfigError(f"model.num_heads: {self.num_heads} heads do not split the "
+                        f"{history.dim} dims of group {history.name!r} (groups.{history.name}"
+                        ".dim); give a divisor of it")
 
   def setup(self):
     self.sequence_arch = SequenceEncoder(self.num_blocks, self.num_heads, self.ffn_dim)

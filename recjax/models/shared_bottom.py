@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from recjax.layers import interaction as layers
 from recjax.layers import multitask as multitask_layers
+from recjax.models import checks
 
 
 class SharedBottom(nn.Module):
@@ -21,9 +22,12 @@ class SharedBottom(nn.Module):
   deep_group: str = "deep"
   tasks: tuple[str, ...] = ("ctr", "cvr")
 
+  @nn.nowrap
+  def check(self, groups):
+    checks.distinct(self)
+
   @nn.compact
   def __call__(self, embedded, dense):
-    multitask_layers.check_tasks(self.tasks)
     x = jnp.concatenate([layers.flatten(embedded[self.deep_group]), dense], -1)
     shared = layers.MLP(self.bottom, name="dense_arch")(x)
     return {t: multitask_layers.Tower(self.tower, name=f"tower_{t}")(shared) for t in self.tasks}

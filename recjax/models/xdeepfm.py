@@ -5,6 +5,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from recjax.errors import ConfigError
 from recjax.layers import interaction as layers
 
 
@@ -22,6 +23,13 @@ class XDeepFM(nn.Module):
   first_order_group: str = "wide"
   cin_group: str = "deep"
   task: str = "label"
+
+  @nn.nowrap
+  def check(self, groups):
+    odd = [size for size in self.cin_layers[:-1] if size % 2]
+    if self.split_half and odd:
+      raise ConfigError(f"model.cin_layers: {tuple(self.cin_layers)!r}: with split_half every "
+                        f"layer but the last must be even, not {odd[0]}")
 
   @nn.compact
   def __call__(self, embedded, dense):

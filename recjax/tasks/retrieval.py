@@ -69,7 +69,7 @@ def tower_parts(experiment, tower: str):
   names = {f for name in groups for f in known[name].features}
   features = tuple(f for f in experiment.features
                    if f.name in names or (use_dense and f.output == "dense"))
-  _, plans = embedding.plan(experiment.features, experiment.groups)
+  plans = experiment.embedding_plan.groups
   return features, tuple(p for p in plans if p.name in groups), use_dense
 
 
@@ -77,7 +77,7 @@ def _tower_step(experiment, tower: str):
   method = getattr(type(experiment.model), tower)
   # every group is looked up (a tower's group may read a table owned by a group of the other
   # tower: `tables_from`); the features the tower does not read get padding ids
-  _, plans = embedding.plan(experiment.features, experiment.groups)
+  plans = experiment.embedding_plan.groups
 
   @jax.jit
   def step(params, tables, ids, weights, dense):

@@ -1,6 +1,8 @@
 """The training loop: `train_and_evaluate(experiment, workdir)` and its pure step functions.
 
-Order as big_vision: mesh, input, shapes, shardings, restore-or-init, step, loop. The step
+Order as big_vision: mesh, input, shapes, shardings, restore-or-init, step, loop, export;
+what the loop keeps between steps (losses, overflow counts, NaN checks, timing) and between
+evaluations is `bookkeeping`'s, which exports a run writes is `export.writes`'. The step
 differentiates the loss with respect to dense parameters and to the pooled embeddings; optax
 updates the former, `embedding.apply_gradients` the touched table rows. The state is donated.
 
@@ -13,10 +15,7 @@ a NaN or infinite loss stops it before any later state is saved; evaluations eve
 
 import dataclasses
 import json
-import logging
 import pathlib
-import shutil
-import time
 from typing import Any
 
 import flax
@@ -27,8 +26,8 @@ import optax
 import tensorflow as tf
 import tqdm
 
+from recjax.train import bookkeeping
 from recjax.train import checkpoint
-from recjax.train import early_stop
 from recjax.embedding import tables as embedding
 from recjax.features import spec as features_lib
 from recjax.embedding import hugepages
@@ -59,13 +58,13 @@ def _dummy_batch(experiment, batch_size: int) -> dict:
 
 def forward(experiment, params, tables, batch, mesh=None) -> dict:
   """The model's outputs (logits per task, ...): table lookup, then the model's pure apply."""
-  _, plans = embedding.plan(experiment.features, experiment.groups)
+  plans = experiment.embedding_plan.groups
   embedded = embedding.lookup(tables, plans, batch["ids"], batch["weights"], mesh)
   return experiment.model.apply({"params": params}, embedded, batch["dense"])
 
 
 def init_state(experiment, rng) -> TrainState:
-  specs, plans = embedding.plan(experiment.features, experiment.groups)
+  specs, plans = experiment.embedding_plan
   table_rng, model_rng = jax.random.split(rng)
   tables = embedding.init(specs, table_rng)
   batch = _dummy_batch(experiment, 2)
@@ -82,7 +81,7 @@ def init_state(experiment, rng) -> TrainState:
 def make_train_step(experiment, mesh=None):
   """The pure step (state, batch) -> (state, metrics); with `mesh`, sharded tables go
   through all_to_all."""
-  _, plans = embedding.plan(experiment.features, experiment.groups)
+  plans = experiment.embedding_plan.groups
   tx = experiment.dense_optimizer.build()
 
   def train_step(state: TrainState, batch: dict):
@@ -154,7 +153,7 @@ def evaluate(experiment, state, split, mesh) -> dict:
 
 def state_shardings(experiment, mesh, shapes):
   """Replicated dense state; tables and their slots per their placement."""
-  specs, _ = embedding.plan(experiment.features, experiment.groups)
+  specs = experiment.embedding_plan.specs
   replicated = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
   return replicated.replace(tables=embedding.shardings(specs, shapes.tables, mesh),
                             slots=embedding.shardings(specs, shapes.slots, mesh))
@@ -173,20 +172,6 @@ def restore_state(experiment, workdir, mesh) -> TrainState:
     return checkpointer.restore(state_target(experiment, mesh))
   finally:
     checkpointer.close()
-
-
-def _on_overflow(experiment, counts: dict[str, int], step: int) -> None:
-  """Capacity overflow took the correct slower path; say so per group, or stop where the
-  group's `on_overflow` asks to."""
-  for group in experiment.groups:
-    if not counts.get(group.name):
-      continue
-    message = (f"group {group.name!r}: {counts[group.name]} embedding ids exceeded the "
-               f"all_to_all capacity in the steps up to {step}; raise "
-               f"groups.{group.name}.capacity_factor")
-    if group.on_overflow == "error":
-      raise RecjaxError(message)
-    logging.warning("recjax: %s (they took the slower all-gather path)", message)
 
 
 def start_state(experiment, checkpointer, target, data, init_from: str = ""):
@@ -218,20 +203,6 @@ def start_state(experiment, checkpointer, target, data, init_from: str = ""):
   return state.replace(**kept), None
 
 
-def _check_finite(losses, first_step: int, checkpointer) -> None:
-  """Stops the run at the first NaN or infinite loss, before any later state is saved."""
-  values = np.asarray(jax.device_get(losses), np.float64)
-  bad = np.flatnonzero(~np.isfinite(values))
-  if bad.size:
-    last_good = checkpointer.latest_step()
-    kept = (f"the last good checkpoint is at step {last_good}" if last_good is not None
-            else "no checkpoint was written")
-    raise RecjaxError(
-        f"step {first_step + int(bad[0])}: the training loss is {values[bad[0]]}; the run "
-        f"stopped ({kept}). Lower optimizer.dense.learning_rate or "
-        f"optimizer.sparse.learning_rate, or check the data")
-
-
 def _prune_best(best_saver, checkpointed: int, drop_later: bool = False) -> None:
   """Keeps the best-state checkpoint a resume from step `checkpointed` would need (the last
   one at or before it) and, unless `drop_later` (on resume: states of a lost future), the
@@ -242,45 +213,131 @@ def _prune_best(best_saver, checkpointed: int, drop_later: bool = False) -> None
     best_saver.delete(step)
 
 
-def _export_all(experiment, state, workdir, tracker, best_saver, target, mesh, final_step,
-                chief) -> dict:
-  """`export/latest` from the final state, `export/best` from the best evaluation's state
-  (with `export/best.json` naming its step); `saved_model` stays as a link to the latest."""
-  from recjax.export import saved_model as export   # TF graph building only when exporting
-  replicate = jax.jit(lambda s: s, out_shardings=sharding.replicated(mesh))
-  root = workdir / "export"
-  best_step = tracker.best_step if tracker.best_step is not None else final_step
+@dataclasses.dataclass
+class _Run:
+  """What the helpers of one run share: where it writes, its mesh, input, savers, writer."""
+  experiment: Any
+  workdir: pathlib.Path
+  mesh: Any
+  chief: bool                     # the one process that writes summaries and exports
+  data: Any                       # the train iterator, checkpointed with the state
+  eval_split: Any                 # None: no evaluation
+  checkpointer: checkpoint.Checkpointer
+  best_saver: checkpoint.Checkpointer
+  evaluations: bookkeeping.Evaluations
+  writer: Any                     # TensorBoard
+
+
+def _make_mesh(cfg):
+  mesh = sharding.make_mesh()
+  if cfg.batch_size % mesh.size or cfg.eval_batch_size % mesh.size:
+    raise ValueError(f"train.batch_size and eval_batch_size must divide by {mesh.size} devices")
+  return mesh
+
+
+def _splits(experiment, run_eval: bool):
+  """The train split, and the eval split where there is one to evaluate on. Every process
+  reads every row and takes its share of each global batch (input/pipeline.py)."""
+  train_split = input_lib.load_split(experiment, "train")
+  has_eval = run_eval and (experiment.data.eval or experiment.data.eval_fraction)
+  return train_split, input_lib.load_split(experiment, "eval") if has_eval else None
+
+
+def _seen_ids(experiment, workdir, train_split, init_from, chief: bool) -> dict:
+  """Saves the ids this run trains on (with those of its `init_from` run); the summary's
+  count of ids the earlier run never saw (empty without `init_from`)."""
+  seen_now = seen_ids.of_split(experiment, train_split.arrays)
+  seen_before = seen_ids.load(init_from) if init_from else {}
+  if chief:
+    seen_ids.save(workdir, seen_ids.union(seen_now, seen_before))
+  if not init_from:
+    return {}
+  new = seen_ids.new_ids(seen_now, seen_before)
+  return {"init_from": str(init_from), "new_ids": new,
+          "new_id_share": sum(new.values()) / max(sum(map(len, seen_now.values())), 1)}
+
+
+def _write_scalars(writer, step: int, scalars: dict) -> None:
+  with writer.as_default(step=step):
+    for name, value in scalars.items():
+      tf.summary.scalar(name, value)
+
+
+def _evaluate_at(run: _Run, step: int, state) -> dict:
+  """Evaluates `state`, records it (early stopping, the best state) and logs its metrics."""
+  metrics = evaluate(run.experiment, state, run.eval_split, run.mesh)
+  run.evaluations.add(step, metrics, state)
+  _write_scalars(run.writer, step, {f"eval/{name}": value for name, value in metrics.items()})
+  run.evaluations.write()
+  return metrics
+
+
+def _train_steps(run: _Run, state, train_step, batch_sharding, start: int, steps: int):
+  """Steps from `start` to `steps` or to an early stop, logging, saving and evaluating as
+  due; the losses are checked finite first, so no state after a NaN loss is saved or
+  evaluated. Returns the state, the last step done and the `StepLog`."""
+  cfg = run.experiment.train
+  book = bookkeeping.StepLog(run.experiment, start)
+  progress = tqdm.tqdm(total=steps, initial=start, unit="step",
+                       disable=not (cfg.progress_bar and run.chief),
+                       mininterval=1.0, dynamic_ncols=True)
+  final = start
+  for step in (range(start, steps) if not run.evaluations.tracker.stop else ()):
+    state, metrics = train_step(state, sharding.to_global(next(run.data), batch_sharding))
+    book.record(state.step, metrics)
+    progress.update(1)
+    done = final = step + 1
+    log_due = done % cfg.log_every == 0 or done == steps
+    save_due = done % cfg.checkpoint_every == 0 and done < steps
+    eval_due = (run.eval_split is not None and cfg.eval_every and done % cfg.eval_every == 0
+                and done < steps)
+    if log_due or save_due or eval_due:
+      book.check_finite(done, run.checkpointer)
+    if log_due:
+      scalars = book.log(done)
+      progress.set_postfix(loss=f"{book.loss:.4f}",
+                           examples_per_s=f"{scalars['train/examples_per_s']:,.0f}")
+      _write_scalars(run.writer, done, scalars)
+    if save_due:
+      run.checkpointer.save(done, state, run.data)
+      _prune_best(run.best_saver, done)
+    if eval_due:
+      _evaluate_at(run, done, state)
+      if run.evaluations.tracker.stop:
+        print(f"recjax: early stop at step {done}: no {cfg.early_stop_metric} improvement in "
+              f"{cfg.patience} evaluations (best at step "
+              f"{run.evaluations.tracker.best_step})", flush=True)
+        break
+  progress.close()
+  return state, final, book
+
+
+def _final_evaluation(run: _Run, state, final: int) -> dict:
+  """The summary's eval entries: the final state's metrics (the last evaluation's where it
+  was at the final step), every evaluation, and the best step."""
+  metrics = run.evaluations.last(final)
+  if metrics is None:
+    metrics = _evaluate_at(run, final, state)
+  _prune_best(run.best_saver, final)
+  return {"eval": metrics, "evaluations": run.evaluations.records,
+          "best_step": run.evaluations.tracker.best_step}
+
+
+def _export(run: _Run, state, target, final: int) -> dict:
+  """The run's exports (`writes.write_run`) from the final state and the best evaluation's,
+  restored from `best_checkpoint/`."""
+  from recjax.export import writes   # TF graph building only when exporting
+  best = run.evaluations.best(final)
   best_state = None
-  if best_step != final_step:
-    best_state = best_saver.restore(target, step=best_step)
+  if best["step"] != final:
+    best_state = run.best_saver.restore(target, step=best["step"])
   if jax.process_count() > 1:   # every process takes part in gathering the tables whole
+    replicate = jax.jit(lambda s: s, out_shardings=sharding.replicated(run.mesh))
     state = replicate(state)
     best_state = replicate(best_state) if best_state is not None else None
-  if not chief:
+  if not run.chief:
     return {}
-  latest = export.export(experiment, state, root / "latest")
-  towers = {}
-  if any(t.kind.retrieval for t in experiment.tasks):   # two towers, each served alone
-    from recjax.export import towers as tower_export
-    towers = tower_export.export_towers(experiment, state, root)
-  if best_state is None:
-    tmp = root / ".best-copy"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(latest, tmp)
-    shutil.rmtree(root / "best", ignore_errors=True)
-    tmp.rename(root / "best")
-    best = root / "best"
-  else:
-    best = export.export(experiment, best_state, root / "best")
-  (root / "best.json").write_text(json.dumps(
-      {"step": best_step, "metric": tracker.metric if tracker.best_step is not None else None,
-       "value": tracker.best_value}))
-  alias = workdir / "saved_model"
-  if alias.is_symlink() or not alias.exists():
-    alias.unlink(missing_ok=True)
-    alias.symlink_to(pathlib.Path("export") / "latest")
-  return {"saved_model": str(latest), "export": {"latest": str(latest), "best": str(best),
-                                                  "best_step": best_step, **towers}}
+  return writes.write_run(run.experiment, run.workdir, state, best_state, best)
 
 
 def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
@@ -292,23 +349,19 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   workdir.mkdir(parents=True, exist_ok=True)
   cfg = experiment.train
   init_from = cfg.init_from if init_from is None else init_from
+  chief = jax.process_index() == 0
 
-  mesh = sharding.make_mesh()
-  if cfg.batch_size % mesh.size or cfg.eval_batch_size % mesh.size:
-    raise ValueError(f"train.batch_size and eval_batch_size must divide by {mesh.size} devices")
-  # Every process reads every row and takes its share of each global batch (input.py).
-  train_split = input_lib.load_split(experiment, "train")
-  eval_split = (input_lib.load_split(experiment, "eval")
-                if run_eval and (experiment.data.eval or experiment.data.eval_fraction) else None)
+  mesh = _make_mesh(cfg)
+  train_split, eval_split = _splits(experiment, run_eval)
   steps = cfg.steps or cfg.epochs * input_lib.batches_per_epoch(train_split, cfg.batch_size)
   data = input_lib.train_iterator(train_split, cfg.batch_size, steps, cfg.seed,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
-  chief = jax.process_index() == 0      # the one process that writes summaries and exports
 
   target = state_target(experiment, mesh)
   state_sharding = jax.tree.map(lambda s: s.sharding, target)
   batch_sharding = sharding.batch_sharding(mesh)
+
   checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
   best_saver = checkpoint.Checkpointer(workdir, None, name="best_checkpoint")
   state, resumed_from = start_state(experiment, checkpointer, target, data, init_from)
@@ -319,125 +372,34 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   elif init_from:
     print(f"recjax: warm start from {init_from}", flush=True)
   start = int(state.step)
+  new_ids = _seen_ids(experiment, workdir, train_split, init_from, chief)
+  evaluations = bookkeeping.Evaluations(cfg, workdir / "evaluations.json", best_saver, chief)
+  if resumed_from is not None:
+    evaluations.resume(start)
 
-  seen_now = seen_ids.of_split(experiment, train_split.arrays)
-  seen_before = seen_ids.load(init_from) if init_from else {}
-  if chief:
-    seen_ids.save(workdir, seen_ids.union(seen_now, seen_before))
-
-  tracker = early_stop.Tracker(cfg.early_stop_metric, cfg.patience, cfg.min_delta)
-  evaluations_file = workdir / "evaluations.json"
-  evaluations = []
-  if resumed_from is not None and evaluations_file.exists():
-    evaluations = [e for e in json.loads(evaluations_file.read_text()) if e["step"] <= start]
-  for record in evaluations:
-    tracker.update(record["step"], record)
-
-  train_step = jax.jit(make_train_step(experiment, mesh), in_shardings=(state_sharding, batch_sharding),
+  train_step = jax.jit(make_train_step(experiment, mesh),
+                       in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=0)
   writer = (tf.summary.create_file_writer(str(workdir / "tensorboard")) if chief
             else tf.summary.create_noop_writer())
-
-  def run_evaluation(step, state):
-    metrics = evaluate(experiment, state, eval_split, mesh)
-    evaluations.append({"step": step, **metrics})
-    if tracker.update(step, metrics) and step not in best_saver.steps():
-      best_saver.save(step, state)
-    with writer.as_default(step=step):
-      for name, value in metrics.items():
-        tf.summary.scalar(f"eval/{name}", value)
-    if chief:
-      evaluations_file.write_text(json.dumps(evaluations, indent=2))
-    return metrics
-
-  progress = tqdm.tqdm(total=steps, initial=start, unit="step",
-                       disable=not (cfg.progress_bar and chief),
-                       mininterval=1.0, dynamic_ncols=True)
-  losses_since_log, task_losses, overflows, timed_steps, timer = [], [], [], 0, None
-  unchecked, first_unchecked = [], start + 1
-  total_overflow, loss, task_loss = {g.name: 0 for g in experiment.groups}, None, {}
-  final = start
-  for step in (range(start, steps) if not tracker.stop else ()):
-    batch = sharding.to_global(next(data), batch_sharding)
-    state, step_metrics = train_step(state, batch)
-    losses_since_log.append(step_metrics["loss"])
-    task_losses.append(step_metrics.get("task_loss", {}))
-    unchecked.append(step_metrics["loss"])
-    overflows.append(step_metrics["embedding_overflow"])
-    if timer is None:               # the first step compiles: time from the second on
-      jax.block_until_ready(state.step)
-      timer = time.perf_counter()
-    else:
-      timed_steps += 1
-    progress.update(1)
-    done = final = step + 1
-    log_due = done % cfg.log_every == 0 or done == steps
-    save_due = done % cfg.checkpoint_every == 0 and done < steps
-    eval_due = (eval_split is not None and cfg.eval_every and done % cfg.eval_every == 0
-                and done < steps)
-    if log_due or save_due or eval_due:   # no state after a NaN loss is saved or evaluated
-      _check_finite(unchecked, first_unchecked, checkpointer)
-      unchecked, first_unchecked = [], done + 1
-    if log_due:
-      loss = float(np.mean(jax.device_get(losses_since_log)))
-      task_loss = {name: float(np.mean(values)) for name, values in jax.tree.map(
-          lambda *v: np.asarray(v), *jax.device_get(task_losses)).items()}
-      task_losses = []
-      overflow = {g: int(np.sum([o[g] for o in jax.device_get(overflows)])) for g in total_overflow}
-      losses_since_log, overflows = [], []
-      total_overflow = {g: total_overflow[g] + overflow[g] for g in total_overflow}
-      if any(overflow.values()):
-        _on_overflow(experiment, overflow, done)
-      rate = timed_steps * cfg.batch_size / max(time.perf_counter() - timer, 1e-9)
-      progress.set_postfix(loss=f"{loss:.4f}", examples_per_s=f"{rate:,.0f}")
-      with writer.as_default(step=done):
-        tf.summary.scalar("train/loss", loss)
-        for name, value in task_loss.items():
-          tf.summary.scalar(f"train/loss/{name}", value)
-        tf.summary.scalar("train/examples_per_s", rate)
-        for group, count in overflow.items():
-          tf.summary.scalar(f"train/embedding_overflow/{group}", count)
-    if save_due:
-      checkpointer.save(done, state, data)
-      _prune_best(best_saver, done)
-    if eval_due:
-      run_evaluation(done, state)
-      if tracker.stop:
-        print(f"recjax: early stop at step {done}: no {cfg.early_stop_metric} improvement in "
-              f"{cfg.patience} evaluations (best at step {tracker.best_step})", flush=True)
-        break
-  progress.close()
-  examples_per_s = (timed_steps * cfg.batch_size / (time.perf_counter() - timer)
-                    if timer and timed_steps else None)
+  run = _Run(experiment, workdir, mesh, chief, data, eval_split, checkpointer, best_saver,
+             evaluations, writer)
+  state, final, book = _train_steps(run, state, train_step, batch_sharding, start, steps)
   if final > start and checkpointer.latest_step() != final:
     checkpointer.save(final, state, data)
   checkpointer.close()
 
-  summary = {"steps": final, "resumed_from": resumed_from, "loss": loss,
-             **({"task_loss": task_loss} if len(experiment.tasks) > 1 and loss is not None
-                else {}),
-             "examples_per_s": examples_per_s,
+  summary = {"steps": final, "resumed_from": resumed_from, **book.summary(),
              "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
-             "embedding_overflow": sum(total_overflow.values()),
-             "embedding_overflow_by_group": total_overflow,
-             "checkpoint": str(checkpointer.directory / str(final))}
+             **book.overflow_summary(), "checkpoint": str(checkpointer.directory / str(final))}
   if final < steps:
     summary["stopped_early_at"] = final
-  if init_from:
-    new = seen_ids.new_ids(seen_now, seen_before)
-    summary |= {"init_from": str(init_from), "new_ids": new,
-                "new_id_share": sum(new.values()) / max(sum(map(len, seen_now.values())), 1)}
+  summary |= new_ids
   if eval_split is not None:
-    last = evaluations[-1] if evaluations and evaluations[-1]["step"] == final else None
-    summary["eval"] = ({k: v for k, v in last.items() if k != "step"} if last
-                       else run_evaluation(final, state))
-    summary["evaluations"] = evaluations
-    summary["best_step"] = tracker.best_step
-    _prune_best(best_saver, final)
+    summary |= _final_evaluation(run, state, final)
   writer.flush()
   if run_export and experiment.export.enabled:
-    summary |= _export_all(experiment, state, workdir, tracker, best_saver, target, mesh,
-                           final, chief)
+    summary |= _export(run, state, target, final)
   best_saver.close()
   if chief:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -12,14 +12,12 @@ import pathlib
 
 import numpy as np
 
-from recjax.embedding import tables as embedding
-
 FILE = "seen_ids.npz"
 
 
 def of_split(experiment, arrays: dict) -> dict[str, np.ndarray]:
   """{"group/table": sorted unique ids} over a transformed split's id features."""
-  _, plans = embedding.plan(experiment.features, experiment.groups)
+  plans = experiment.embedding_plan.groups
   seen = {}
   for plan in plans:
     for j, (feature, table) in enumerate(zip(plan.features, plan.tables)):
