@@ -4,7 +4,7 @@ Issue 6 asks that training day by day (`recjax.train.incremental.train_days`) lo
 against one run over all days at once. To measure it the days must be one world (same
 teacher, different rows): `write_days` cuts a synthetic source's train split into day files
 (Parquet, as real logs would be) and writes its eval split as the common test set. `compare`
-trains both ways and returns both AUCs. benchmarks/incremental.py and tests/test_lifecycle.py
+trains both ways and returns both AUCs. benchmarks/incremental.py and tests/train/test_lifecycle.py
 run this same procedure, at different sizes.
 """
 

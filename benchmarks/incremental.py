@@ -8,7 +8,7 @@ Incremental: day 1 trains from scratch, each later day warm-starts from the day 
 (`init_from`, optimizer state included) and trains on its own file only. Joint: the same
 epochs over all files at once. Prints one JSON line per seed with both AUCs and the gap,
 which issue 6 wants within 0.002, then one with the gaps' mean, spread and largest size.
-tests/test_lifecycle.py runs the same procedure on a small world.
+tests/train/test_lifecycle.py runs the same procedure on a small world.
 """
 
 import argparse

@@ -4,7 +4,7 @@ Production models are retrained every day from yesterday's workdir (`train.init_
 `init_optimizer` the optimizer state too) on that day's data only. `train_days` does the same
 over a list of day files: a backfill, or the incremental side of the comparison with one joint
 run over all days (benchmarks/days.py, which benchmarks/incremental.py and
-tests/test_lifecycle.py run at different sizes).
+tests/train/test_lifecycle.py run at different sizes).
 """
 
 import dataclasses

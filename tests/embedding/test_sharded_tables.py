@@ -12,12 +12,14 @@ import numpy as np
 
 from tests.conftest import ADULT_CONFIG, ROOT, run_cli, summary_of
 
+TESTS = ROOT / "tests"          # the scripts it runs in other processes
+
 EIGHT = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def test_sharded_lookup_update_overflow_and_donation_on_8_devices():
-  result = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("eight_devices.py"))],
+  result = subprocess.run([sys.executable, str(TESTS / "eight_devices.py")],
                           capture_output=True, text=True, env=EIGHT, cwd=ROOT, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   assert "equal the replicated reference" in result.stdout
@@ -40,7 +42,7 @@ SMOKE = (f"{ADULT_CONFIG}:smoke",)
 def dump(workdir, out, n_devices, *overrides):
   """Tables and slots of `workdir`'s last checkpoint, restored onto `n_devices` devices."""
   result = subprocess.run(
-      [sys.executable, str(pathlib.Path(__file__).with_name("dump_state.py")), *SMOKE,
+      [sys.executable, str(TESTS / "dump_state.py"), *SMOKE,
        str(workdir), str(out), *overrides], capture_output=True, text=True,
       env=devices(n_devices), cwd=ROOT, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]

@@ -26,7 +26,7 @@ from recjax.input import synthetic
 from recjax.train import loop as train
 from recjax.models import MODELS, TINY
 from tests.conftest import ROOT
-from tests.test_models import _init_apply, _normal, nn_relu
+from tests.models.test_models import _init_apply, _normal, nn_relu
 
 CONFIG = str(ROOT / "configs" / "synthetic_din.py")
 B, L, D = 4, 5, 3

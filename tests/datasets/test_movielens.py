@@ -21,7 +21,7 @@ from recjax.input import pipeline as input_lib
 from recjax import sharding
 from recjax.train import loop as train
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "movielens100k.py"
 DATA = paths.shared("movielens", "ml-100k")
 
@@ -58,7 +58,7 @@ def test_smoke_trains_evaluates_rmse_and_serves_the_same_ratings(tmp_path):
   assert ev["rmse"] == pytest.approx(np.sqrt(np.mean((predicted - labels) ** 2)), rel=1e-5)
   assert ev["mae"] == pytest.approx(np.mean(np.abs(predicted - labels)), rel=1e-5)
   # 20 steps of Adam at 0.2 bring the global bias from 0 near the mean rating (about 3.53);
-  # served ratings are clipped to [1, 5] (tests/test_tasks.py checks the clipping itself)
+  # served ratings are clipped to [1, 5] (tests/tasks/test_spec.py checks the clipping itself)
   assert 3.0 < predicted.mean() < 4.0 and ev["rmse"] < 1.3
   assert predicted.min() >= 1.0 and predicted.max() <= 5.0
   rows = _test_rows(64)

@@ -367,7 +367,7 @@ def test_table_sharing_checks_sizes_and_cycles():
 
 
 def test_a_shared_table_row_sharded_on_8_devices_equals_the_replicated_reference():
-  script = pathlib.Path(__file__).with_name("eight_devices_shared.py")
+  script = pathlib.Path(__file__).parents[1] / "eight_devices_shared.py"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              TF_CPP_MIN_LOG_LEVEL="2")
   result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
