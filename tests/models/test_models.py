@@ -9,6 +9,7 @@ reloaded SavedModel's probabilities compared with JAX's on the same raw rows.
 import csv
 import gzip
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +18,13 @@ import pytest
 import tensorflow as tf
 
 from recjax import config as config_lib
+from recjax import sharding
+from recjax.errors import ConfigError
 from recjax.export import saved_model as export
 from recjax.input import pipeline as input_lib
 from recjax.layers import interaction as layers
-from recjax import sharding
-from recjax.train import loop as train
-from recjax.errors import ConfigError
 from recjax.models import MODELS, TINY
+from recjax.train import loop as train
 from tests import external_model
 from tests.conftest import ADULT_CONFIG, ROOT
 
@@ -224,7 +225,7 @@ def test_every_model_has_a_tiny_preset_and_a_train_evaluate_export_test():
   for name in RANKING:
     assert TINY[name]().task == "label"
   for name, module in ELSEWHERE.items():
-    assert f'"{name}"' in (ROOT / "tests" / f"{module}.py").read_text(), (name, module)
+    assert f'"{name}"' in (Path(__file__).parent / f"{module}.py").read_text(), (name, module)
 
 
 @pytest.mark.parametrize("name", FIRST_ORDER)
