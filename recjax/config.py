@@ -124,7 +124,53 @@ class TrainSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ExportSpec:
+  """SavedModels in TF-Serving's layout: `<workdir>/export/<model_name>/<version>/`, the
+  version the global step; `keep` newest versions stay (and the best one)."""
   enabled: bool = True
+  model_name: str = ""              # "": the config file's name without .py
+  keep: int = 3
+
+  def __post_init__(self):
+    if self.keep < 1:
+      raise ConfigError(f"export.keep: {self.keep} is not 1 or more")
+    if self.model_name and not all(c.isalnum() or c in "_-." for c in self.model_name):
+      raise ConfigError(f"export.model_name: {self.model_name!r} is not a name of letters, "
+                        "digits, '_', '-' and '.' (it is a directory and a URL part)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EntitySpec:
+  """One entity of the serving world (the user, the item): the column holding its key and
+  the raw columns stored for it in the feature store (the key column may be one of them)."""
+  key: str
+  columns: tuple[str, ...] = ()
+  files: tuple[str, ...] = ()       # Parquet tables of the entity: the embedded store's data
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSpec:
+  """What `recjax serve` and the feature store need beyond the model. The raw columns the
+  features read are the user's, the item's, or the request's context (the rest)."""
+  user: EntitySpec | None = None
+  item: EntitySpec | None = None
+  store: str = ""                   # redis://HOST:PORT/DB; "": the embedded store (files)
+  namespace: str = ""               # key prefix in the store; "": export.model_name
+  cache_items: int = 100_000        # LRU cache of item entities in each server process
+  store_timeout_ms: float = 50.0    # a slower store answer serves defaults (counted)
+  max_candidates: int = 2_000
+  max_request_bytes: int = 8 << 20
+  poll_seconds: float = 2.0         # how often the server looks for a new version
+
+  def __post_init__(self):
+    for name in ("cache_items", "max_candidates", "max_request_bytes"):
+      if getattr(self, name) < (0 if name == "cache_items" else 1):
+        raise ConfigError(f"serving.{name}: {getattr(self, name)} is too small")
+    for name in ("store_timeout_ms", "poll_seconds"):
+      if getattr(self, name) <= 0:
+        raise ConfigError(f"serving.{name}: {getattr(self, name)} is not positive")
+
+  def entities(self) -> dict[str, EntitySpec]:
+    return {name: e for name in ("user", "item") if (e := getattr(self, name)) is not None}
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
@@ -356,6 +402,37 @@ def _train(config, done) -> dict:
   return {"train": train}
 
 
+def _export(config, done) -> dict:
+  spec = build(ExportSpec, config.get("export"), "export")
+  return {"export": dataclasses.replace(spec, model_name=spec.model_name or done["config_name"])}
+
+
+def _serving_schema(config, rest):
+  return {(): ServingSpec, ("user",): EntitySpec, ("item",): EntitySpec}.get(tuple(rest))
+
+
+def _serving(config, done) -> dict:
+  """The serving section; its entities' columns must be raw columns the features read, each
+  column in at most one entity."""
+  values = dict(config.get("serving") or {})
+  entities = {name: build(EntitySpec, values.pop(name), f"serving.{name}")
+              for name in ("user", "item") if values.get(name) is not None}
+  serving = build(ServingSpec, values, "serving", **entities)
+  read = {c for f in done["features"] for c in f.columns}
+  owner = {}
+  for name, entity in serving.entities().items():
+    for column in entity.columns:
+      if column not in read:
+        raise ConfigError(f"serving.{name}.columns: {column!r} is read by no feature; "
+                          f"{_nearest(column, read)}")
+      if column in owner:
+        raise ConfigError(f"serving.{name}.columns: {column!r} is also in serving.{owner[column]}")
+      owner[column] = name
+  if not serving.namespace:
+    serving = dataclasses.replace(serving, namespace=done["export"].model_name)
+  return {"serving": serving}
+
+
 def _optimizers(config, done) -> dict:
   optimizer = dict(config.get("optimizer") or {})
   unknown = set(optimizer) - {"dense", "sparse"}
@@ -417,7 +494,8 @@ SECTIONS = (
     Section("optimizer", {"dense": optim.DenseOptimizer, "sparse": sparse_optim.SparseOptimizer},
             _optimizers, fields={"dense_optimizer": optim.DenseOptimizer,
                                  "sparse_optimizer": sparse_optim.SparseOptimizer}),
-    Section("export", ExportSpec),
+    Section("export", ExportSpec, _export),
+    Section("serving", _serving_schema, _serving, fields={"serving": ServingSpec}),
 )
 _BY_NAME = {section.name: section for section in SECTIONS}
 
@@ -429,15 +507,17 @@ Experiment.__module__ = __name__                 # pickles by name, like a class
 Experiment.__doc__ = "A validated experiment: the fields of `SECTIONS`, in their order."
 
 
-def experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Validates a whole experiment config into an `Experiment`."""
+def experiment(config: ml_collections.ConfigDict, config_name: str = "model") -> Experiment:
+  """Validates a whole experiment config into an `Experiment`; `config_name` (the config
+  file's name without .py) is the default `export.model_name`."""
   for name in config.keys():
     if name not in _BY_NAME:
       raise ConfigError(f"config.{name}: no such section; {_nearest(name, _BY_NAME)}")
   for section in SECTIONS:
     if section.required and section.name not in config:
       raise ConfigError(f"config.{section.name}: required section is missing")
-  done = {}
+  done = {"config_name": config_name}
   for section in SECTIONS:
     done |= section.values(config, done)
+  del done["config_name"]
   return Experiment(**done)

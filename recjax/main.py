@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
       command.add_argument("--init_from", help="warm start from this workdir's last checkpoint "
                            "(yesterday's run) when WORKDIR has none (train.init_from)")
     if name == "export":
-      command.add_argument("--output", help="SavedModel directory (default WORKDIR/export/latest)")
+      command.add_argument("--output", help="a TF-Serving base path: writes version <step> in it, "
+                           "touching nothing else (default WORKDIR/export/<model_name>)")
     if name == "predict":
       command.add_argument("--input", required=True, help="a data file in the config's format")
       command.add_argument("--output", required=True, help="CSV file of probabilities")
@@ -95,7 +96,8 @@ def _experiment(args, overrides):
   config = config_lib.load(args.config)
   for item in overrides:
     config_lib.override(config, item)
-  return config_lib.experiment(config)
+  name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
+  return config_lib.experiment(config, name)
 
 
 def run(argv) -> dict:
@@ -129,8 +131,11 @@ def run(argv) -> dict:
             "eval": train.evaluate(experiment, state, input_lib.load_split(experiment, "eval"), mesh)}
   if args.command == "export":
     from recjax.export import writes
-    output = args.output or os.path.join(args.workdir, "export", "latest")
-    return {"step": int(state.step), **writes.write(experiment, state, output)}
+    base = args.output or writes.base_path(experiment, args.workdir)
+    written = writes.write(experiment, state, base, int(state.step))
+    if not args.output:
+      writes.link(args.workdir, written["saved_model"])
+    return {"step": int(state.step), **written}
   rows = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, eval=(args.input,)))
   split = input_lib.load_split(rows, "eval", with_labels=False)
   from recjax.export import saved_model as export

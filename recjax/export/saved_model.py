@@ -5,7 +5,9 @@ they read as numbers, strings for the others; any batch size). Inside, the TF
 twins of the feature transforms (`features.TfTransform`) compute the very ids and values the
 training pipeline computed, tables are TF variables looked up with the same pooling, and the
 dense tower is the JAX model converted by jax2tf (StableHLO in one TF op, batch polymorphic);
-those pieces are `tf_tables`, shared with the towers. `save` writes a module atomically.
+those pieces are `tf_tables`, shared with the towers. With serving entities in the config a
+second signature, `rank` (`ranking`), scores N items for one user. `save` writes a module
+atomically.
 """
 
 import pathlib
@@ -14,6 +16,7 @@ import tempfile
 
 import tensorflow as tf
 
+from recjax.export import ranking
 from recjax.export import tf_tables
 from recjax.features import spec as features_lib
 from recjax.tasks import spec as tasks
@@ -58,31 +61,48 @@ class ServingModule(tf.Module):
     def tower(params, embedded, dense):
       return tasks.predictions(tasks_, model.apply({"params": params}, embedded, dense))
 
-    self._tower = tf_tables.convert(tower, self._plans)
-    self.serve = tf.function(self._serve, input_signature=[serving_inputs(experiment)],
-                             autograph=False)
+    self.tower = tf_tables.convert(tower, self._plans)
+    inputs = serving_inputs(experiment)
+    self.serve = tf.function(self._serve, input_signature=[inputs], autograph=False)
+    item = experiment.serving.item
+    self._ranker = ranking.Ranker(experiment, self, inputs) if item and item.columns else None
 
   def _serve(self, columns):
     batch = self.transform(columns)
     embedded = tf_tables.lookup(self.tables, self._plans, batch["ids"], batch["weights"])
-    predictions = self._tower(self.params, embedded, batch["dense"])
+    return self.outputs(self.tower(self.params, embedded, batch["dense"]))
+
+  def outputs(self, predictions):
+    """Each task's prediction under its signature output name."""
     return {self._outputs[name]: value for name, value in predictions.items()}
+
+  def signatures(self) -> dict:
+    """The signatures beside `serving_default`: `rank` where the config has a serving item."""
+    if self._ranker is None:
+      return {}
+    return {ranking.SIGNATURE: self._ranker.function.get_concrete_function()}
 
 
 def save(module: tf.Module, directory) -> pathlib.Path:
-  """Saves `module` (its `serve` as the `SIGNATURE`) to `directory` atomically: a temporary
-  sibling, then a rename, so a reader or a killed run never sees half a SavedModel."""
+  """Saves `module` to `directory` atomically: its `serve` as the `SIGNATURE` and any other
+  `signatures()` it has (the ranking one). Written to a hidden temporary sibling, then
+  renamed, so a reader, a TF-Serving watcher or a killed run never sees half a SavedModel;
+  a directory already there is renamed aside first and removed after the new one is in."""
   directory = pathlib.Path(directory).absolute()
   directory.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+  old = tmp.with_name(tmp.name + "-old")
+  signatures = {SIGNATURE: module.serve.get_concrete_function()}
+  if hasattr(module, "signatures"):
+    signatures |= module.signatures()
   try:
-    tf.saved_model.save(module, str(tmp),
-                        signatures={SIGNATURE: module.serve.get_concrete_function()})
+    tf.saved_model.save(module, str(tmp), signatures=signatures)
     if directory.exists():
-      shutil.rmtree(directory)
+      directory.rename(old)
     tmp.rename(directory)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
   return directory
 
 

@@ -28,23 +28,32 @@ def embedded_keys(plans):
       yield plan.name + embedding.MASK
 
 
+def pool(tables, plan, j: int, ids, weights):
+  """The pooled rows of the `j`-th feature of group `plan`: [B, D], or [B, L, D] for a
+  sequence group (combiner "none"), as `embedding.lookup` pools them."""
+  feature = plan.features[j]
+  rows = tf.gather(tables[plan.owner(j)][plan.tables[j]], ids[feature])      # [B, L, D]
+  w = weights[feature]
+  if plan.combiner == "mean":
+    w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
+  elif plan.combiner == "sqrtn":
+    w = w * tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, -1, keepdims=True), 1e-24))
+  return w[..., None] * rows if plan.combiner == "none" else tf.einsum("bl,bld->bd", w, rows)
+
+
+def mask(plan, weights):
+  """A sequence group's [B, L] mask of real (not padding) positions."""
+  return tf.cast(weights[plan.features[0]] != 0, tf.float32)
+
+
 def lookup(tables, plans, ids, weights):
   """TF twin of `embedding.lookup` (same pooling coefficients)."""
   out = {}
   for plan in plans:
-    pooled = []
-    for j, (feature, table) in enumerate(zip(plan.features, plan.tables)):
-      rows = tf.gather(tables[plan.owner(j)][table], ids[feature])            # [B, L, D]
-      w = weights[feature]
-      if plan.combiner == "mean":
-        w = w / tf.maximum(tf.reduce_sum(w, -1, keepdims=True), 1e-12)
-      elif plan.combiner == "sqrtn":
-        w = w * tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, -1, keepdims=True), 1e-24))
-      pooled.append(w[..., None] * rows if plan.combiner == "none"
-                    else tf.einsum("bl,bld->bd", w, rows))
-    out[plan.name] = tf.stack(pooled, 1)
+    out[plan.name] = tf.stack([pool(tables, plan, j, ids, weights)
+                               for j in range(len(plan.features))], 1)
     if plan.combiner == "none":
-      out[plan.name + embedding.MASK] = tf.cast(weights[plan.features[0]] != 0, tf.float32)
+      out[plan.name + embedding.MASK] = mask(plan, weights)
   return out
 
 

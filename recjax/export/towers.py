@@ -2,8 +2,8 @@
 
 Serving a two-tower model is two jobs at two times: the item tower embeds the whole corpus
 offline (into a nearest-neighbour index), the user tower embeds each request online. So each
-tower is its own SavedModel (`export/user_tower`, `export/item_tower`) whose signature takes
-only the raw columns of the features that tower reads and returns `embedding` [B, D]. They are
+tower is its own SavedModel (`export.writes` lays them out) whose signature takes only the
+raw columns of the features that tower reads and returns `embedding` [B, D]. They are
 built from the whole model's pieces: the TF twins of the feature transforms, `tf_tables`'
 lookup and jax2tf conversion of the model's tower method, and `saved_model.save`.
 """
@@ -54,9 +54,3 @@ def export_tower(experiment, state, tower: str, directory) -> pathlib.Path:
   """Writes one tower's SavedModel to `directory` atomically (`saved_model.save`)."""
   return saved_model.save(TowerModule(experiment, state, tower), directory)
 
-
-def export_towers(experiment, state, root) -> dict[str, str]:
-  """`root/user_tower` and `root/item_tower`; returns {"user_tower": path, ...}."""
-  root = pathlib.Path(root)
-  return {f"{tower}_tower": str(export_tower(experiment, state, tower, root / f"{tower}_tower"))
-          for tower in TOWERS}

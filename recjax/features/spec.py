@@ -266,22 +266,30 @@ class TfTransform(tf.Module):
 
   def __call__(self, columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     batch = tf.shape(next(iter(columns.values())))[0]
-    outs = {f.name: f.tf_apply(columns, self.vocabularies.get(f.name)) for f in self._features}
+    out = self.by_feature(columns, self._features)
+    dense = [out["dense"][f.name] for f in numeric_features(self._features)]
+    dense = tf.concat(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
+    return {"ids": out["ids"], "weights": out["weights"], "dense": dense}
+
+  def by_feature(self, columns: dict[str, tf.Tensor], features) -> dict[str, dict]:
+    """The transform of `features` (some of this module's) on `columns`, keyed by feature:
+    {"ids": {name: ...}, "weights": {name: ...}, "dense": {name: [B, dim]}}. The ranking
+    signature transforms the user's features on one row and the items' on N."""
+    outs = {f.name: f.tf_apply(columns, self.vocabularies.get(f.name)) for f in features}
     checks = [tf.debugging.assert_equal(
         outs[f.name]["lengths"], outs[f.aligned_with]["lengths"],
         message=f"sequence {f.name!r} and {f.aligned_with!r} differ in length")
-        for f in self._features if getattr(f, "aligned_with", "")]
+        for f in features if getattr(f, "aligned_with", "") in outs]
     with tf.control_dependencies(checks):
-      ids = {f.name: tf.identity(outs[f.name]["ids"]) for f in id_features(self._features)}
-    weights = {f.name: outs[f.name]["weights"] for f in id_features(self._features)}
+      ids = {f.name: tf.identity(outs[f.name]["ids"]) for f in id_features(features)}
+    weights = {f.name: outs[f.name]["weights"] for f in id_features(features)}
     # As the numpy path's _check_finite: a NaN or inf dense value is a bad request.
-    dense = []
-    for f in numeric_features(self._features):
+    dense = {}
+    for f in numeric_features(features):
       value = outs[f.name]["dense"]
       check = tf_check(tf.reduce_all(tf.math.is_finite(value), 1),
                        f"column {f.columns[0]!r}: feature {f.name!r} gives NaN or inf",
                        columns[f.columns[0]])
       with tf.control_dependencies([check]):
-        dense.append(tf.identity(value))
-    dense = tf.concat(dense, 1) if dense else tf.zeros([batch, 0], tf.float32)
+        dense[f.name] = tf.identity(value)
     return {"ids": ids, "weights": weights, "dense": dense}

@@ -18,7 +18,8 @@ from recjax.errors import RecjaxError
 
 class Checkpointer:
   """One Orbax manager over `<workdir>/<name>` with items `state` and `data` (`checkpoints`:
-  the run's own; `best_checkpoint`: the state of the best evaluation, for `export/best`)."""
+  the run's own; `best_checkpoint`: the state of the best evaluation, exported as its own
+  version)."""
 
   def __init__(self, workdir, keep: int | None = 2, name: str = "checkpoints"):
     self.directory = pathlib.Path(workdir).absolute() / name

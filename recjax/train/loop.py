@@ -10,7 +10,7 @@ The lifecycle around the loop: a run resumes from its own last checkpoint, or wa
 from another workdir's (`init_from`: yesterday's model, step 0, new ids counted per table);
 a NaN or infinite loss stops it before any later state is saved; evaluations every
 `eval_every` steps feed early stopping, and the best evaluation's state is kept in
-`best_checkpoint/` and exported to `export/best` beside the final `export/latest`.
+`best_checkpoint/` and exported as its own version beside the final one (`export.writes`).
 """
 
 import dataclasses

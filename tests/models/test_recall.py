@@ -21,6 +21,7 @@ import tensorflow as tf
 from recjax import config as config_lib
 from recjax.embedding import tables as embedding
 from recjax.export import saved_model as export
+from recjax.export import writes
 from recjax.input import labels
 from recjax.input import pipeline as input_lib
 from recjax.tasks import losses
@@ -356,7 +357,9 @@ def test_movielens_config_trains_evaluates_and_exports_the_model_and_its_towers(
   assert tf_scores.shape == jax_scores.shape == (8,)
   assert np.max(np.abs(tf_scores - jax_scores)) <= 1e-5
   assert np.all(np.isfinite(jax_scores)) and jax_scores.std() > 1e-4   # scores depend on the row
-  exported = tower_export.export_towers(experiment, state, tmp_path / "export")
+  exported = writes.write(experiment, state, tmp_path / "export" / "m", 7)
+  for tower in ("user", "item"):     # TF-Serving base paths of their own, same version
+    assert exported[f"{tower}_tower"] == str(tmp_path / "export" / f"m_{tower}_tower" / "7")
   vectors = {}
   for tower, path in (("user", paths["eval.csv"]), ("item", paths["items.csv"])):
     features, _, _ = retrieval.tower_parts(experiment, tower)

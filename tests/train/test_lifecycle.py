@@ -29,7 +29,7 @@ def _experiment(*overrides):
   config = config_lib.load(SMOKE)
   for item in ("train.progress_bar=False",) + overrides:
     config_lib.override(config, item)
-  return config_lib.experiment(config)
+  return config_lib.experiment(config, "synthetic_all_features")    # as `recjax` names it
 
 
 def _steps(workdir, name="checkpoints"):
@@ -81,10 +81,14 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
   assert summary["steps"] == summary["stopped_early_at"] == stop == evaluations[-1]["step"]
   assert [e["step"] for e in evaluations] == list(range(4, stop + 1, 4))
   assert summary["best_step"] == best and best < stop
-  assert json.loads((tmp_path / "export" / "best.json").read_text())["step"] == best
+  base = tmp_path / "export" / "synthetic_all_features"     # TF-Serving's base path
+  assert json.loads((base / "best.json").read_text()) == {
+      "version": best, "step": best, "metric": "log_loss",
+      "value": next(e["log_loss"] for e in evaluations if e["step"] == best)}
+  assert sorted(p.name for p in base.iterdir()) == sorted([str(best), str(stop), "best.json"])
   assert _steps(tmp_path, "best_checkpoint") == [best]
 
-  # export/best serves the state of the best step; export/latest the final one.
+  # Version <best> serves the state of the best step; version <stop> the final one.
   mesh = sharding.make_mesh()
   saver = checkpoint.Checkpointer(tmp_path, 1, name="best_checkpoint")
   best_state = saver.restore(train.state_target(exp, mesh))
@@ -97,17 +101,24 @@ def test_early_stop_at_the_expected_step_and_export_best_holds_the_best_step(tmp
   from recjax.input import pipeline as input_lib
   jax_best = train.predict(exp, best_state, input_lib.load_split(exp, "eval"), mesh)["label"]
   served = {}
-  for name in ("best", "latest"):
-    serve = tf.saved_model.load(str(tmp_path / "export" / name)).signatures[export.SIGNATURE]
-    served[name] = serve(**feed)[export.OUTPUT].numpy()
-  np.testing.assert_allclose(served["best"], jax_best, atol=1e-6)
-  assert np.abs(served["latest"] - jax_best).max() > 1e-4        # a different, later state
-  assert (tmp_path / "saved_model" / "saved_model.pb").exists()  # the alias of export/latest
+  for version in (best, stop):
+    serve = tf.saved_model.load(str(base / str(version))).signatures[export.SIGNATURE]
+    served[version] = serve(**feed)[export.OUTPUT].numpy()
+  np.testing.assert_allclose(served[best], jax_best, atol=1e-6)
+  assert np.abs(served[stop] - jax_best).max() > 1e-4        # a different, later state
+  assert (tmp_path / "saved_model").resolve() == base / str(stop)     # links the newest
 
-  # `recjax export` rewrites export/latest (the saved_model link still points at it).
+  # `recjax export` rewrites version <stop> in place; `--output` adds a version to another
+  # base path and leaves what is there.
   exported = main_lib.run(["export", "--config", SMOKE, "--workdir", str(tmp_path)])
-  assert exported == {"step": stop, "saved_model": str(tmp_path / "export" / "latest")}
+  assert exported == {"step": stop, "saved_model": str(base / str(stop))}
   assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+  other = tmp_path / "serving_base"
+  (other / "1").mkdir(parents=True)
+  (other / "README").write_text("kept")
+  main_lib.run(["export", "--config", SMOKE, "--workdir", str(tmp_path), "--output", str(other)])
+  assert sorted(p.name for p in other.iterdir()) == sorted(["1", "README", str(stop)])
+  assert (other / str(stop) / "saved_model.pb").exists()
 
   again = train.train_and_evaluate(exp, tmp_path, run_export=False)   # nothing left to do
   assert again["resumed_from"] == stop and again["stopped_early_at"] == stop
