@@ -160,6 +160,8 @@ class ServingSpec:
   max_candidates: int = 2_000
   max_request_bytes: int = 8 << 20
   poll_seconds: float = 2.0         # how often the server looks for a new version
+  defaults: Any = None              # {column: raw value} served for a missing entity or
+                                    #   context value; else 0.0 for numbers, "" for strings
 
   def __post_init__(self):
     for name in ("cache_items", "max_candidates", "max_request_bytes"):
@@ -414,7 +416,7 @@ def _serving_schema(config, rest):
 def _serving(config, done) -> dict:
   """The serving section; its entities' columns must be raw columns the features read, each
   column in at most one entity."""
-  values = dict(config.get("serving") or {})
+  values = config.serving.to_dict() if config.get("serving") else {}
   entities = {name: build(EntitySpec, values.pop(name), f"serving.{name}")
               for name in ("user", "item") if values.get(name) is not None}
   serving = build(ServingSpec, values, "serving", **entities)
@@ -428,6 +430,13 @@ def _serving(config, done) -> dict:
       if column in owner:
         raise ConfigError(f"serving.{name}.columns: {column!r} is also in serving.{owner[column]}")
       owner[column] = name
+  defaults = serving.defaults or {}
+  if not isinstance(defaults, dict):
+    raise ConfigError(f"serving.defaults: expected {{column: value}}, got {defaults!r}")
+  for column in defaults:
+    if column not in read:
+      raise ConfigError(f"serving.defaults: {column!r} is read by no feature; "
+                        f"{_nearest(str(column), read)}")
   if not serving.namespace:
     serving = dataclasses.replace(serving, namespace=done["export"].model_name)
   return {"serving": serving}

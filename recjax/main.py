@@ -5,6 +5,8 @@
   recjax export   --config ... --workdir DIR [--output DIR]
   recjax predict  --config ... --workdir DIR --input FILE --output FILE.csv
   recjax stats    --config ... [--split eval] [--output FILE.json]
+  recjax serve    --config ... --workdir DIR [--store redis://H:P/DB] [--host H] [--port P]
+  recjax features load --config ... --entity user|item [--input FILES] [--store URL]
   recjax prepare  --dataset movielens|amazon_electronics [--variant full|smoke] [--source DIR]
 
 `train` resumes from the workdir's last checkpoint, then evaluates and exports (unless
@@ -25,11 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is fi
 
 from recjax import config as config_lib                  # noqa: E402
 from recjax import distributed                           # noqa: E402
-from recjax.datasets import amazon, movielens, paths      # noqa: E402
+from recjax.datasets import amazon, movielens, paths, synthetic_ranking  # noqa: E402
 from recjax.errors import DataError, RecjaxError         # noqa: E402
 
 # `recjax prepare --dataset NAME`: modules with VARIANTS and prepare_variant(variant, source)
-DATASETS = {"movielens": movielens, "amazon_electronics": amazon}
+DATASETS = {"movielens": movielens, "amazon_electronics": amazon,
+            "synthetic_ranking": synthetic_ranking}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     if name == "predict":
       command.add_argument("--input", required=True, help="a data file in the config's format")
       command.add_argument("--output", required=True, help="CSV file of probabilities")
+  serve = commands.add_parser("serve", help="TF-Serving's REST API and :rank for the newest "
+                              "exported version, swapping in new ones as they appear")
+  serve.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
+  serve.add_argument("--workdir", required=True, help="the run whose export/ is served")
+  serve.add_argument("--store", help="redis://HOST:PORT/DB (default serving.store; none: the "
+                     "embedded store, the entities' Parquet files in memory)")
+  serve.add_argument("--host", default="127.0.0.1")
+  serve.add_argument("--port", type=int, default=8501)
+  features = commands.add_parser("features", help="the feature store: `features load` writes "
+                                 "an entity's raw values as a new version, then switches to it")
+  features.add_argument("action", choices=("load",))
+  features.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
+  features.add_argument("--entity", required=True, choices=("user", "item"))
+  features.add_argument("--input", nargs="+", help="Parquet files (default serving.<entity>.files)")
+  features.add_argument("--store", help="redis://HOST:PORT/DB (default serving.store)")
   stats = commands.add_parser("stats", help="per-feature coverage, cardinality, top values, "
                               "quantiles and proposed boundaries of a split's raw columns")
   stats.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
@@ -114,6 +132,12 @@ def run(argv) -> dict:
   experiment = _experiment(args, overrides)
   _check_prepared(experiment, args)
 
+  if args.command == "serve":
+    from recjax.serve import app
+    return app.serve(experiment, args.workdir, args.host, args.port, args.store)
+  if args.command == "features":
+    from recjax.serve import loader
+    return loader.load(experiment, args.entity, args.input, args.store)
   if args.command == "stats":
     from recjax.input import stats
     return stats.run(experiment, args.split, args.output)

@@ -81,16 +81,47 @@ def test_the_sections_table_is_the_schema():
   Experiment's fields all come from `SECTIONS`."""
   names = [s.name for s in config_lib.SECTIONS]
   assert names == ["data", "features", "groups", "model", "label", "tasks", "train",
-                   "optimizer", "export"]
+                   "optimizer", "export", "serving"]
   fields = [f.name for f in dataclasses.fields(config_lib.Experiment)]
   assert fields == [n for s in config_lib.SECTIONS for n in s.outputs()]
-  with pytest.raises(ConfigError, match="config.serving: no such section; .*valid keys: data, export, "):
+  with pytest.raises(ConfigError, match="config.servng: no such section; did you mean "
+                     "'serving'"):
     config = config_lib.load(f"{ADULT_CONFIG}:smoke")
     with config.unlocked():
-      config.serving = {}
+      config.servng = {}
     config_lib.experiment(config)
   with pytest.raises(ConfigError, match="--config.optimizer.dense.lr: no such key; "):
     _experiment("optimizer.dense.lr=1")
+
+
+def _serving(**serving):
+  config = config_lib.load(f"{ADULT_CONFIG}:smoke")
+  with config.unlocked():
+    config.serving = serving
+  return config_lib.experiment(config, "adult_wide_deep")
+
+
+def test_the_serving_section_names_its_entities_columns_and_defaults():
+  experiment = _serving(user=dict(key="uid", columns=("age", "gender")),
+                        item=dict(key="occupation", columns=("occupation", "education")),
+                        defaults=dict(age=38.0))
+  assert experiment.serving.user == config_lib.EntitySpec("uid", ("age", "gender"))
+  assert experiment.serving.namespace == experiment.export.model_name == "adult_wide_deep"
+  assert set(experiment.serving.entities()) == {"user", "item"}
+  with pytest.raises(ConfigError, match="serving.user.columns: 'agee' is read by no feature; "
+                     "did you mean 'age'"):
+    _serving(user=dict(key="uid", columns=("agee",)))
+  with pytest.raises(ConfigError, match="serving.item.columns: 'age' is also in serving.user"):
+    _serving(user=dict(key="uid", columns=("age",)), item=dict(key="i", columns=("age",)))
+  with pytest.raises(ConfigError, match="serving.user.kee: no such key; did you mean 'key'"):
+    _serving(user=dict(kee="uid"))
+  with pytest.raises(ConfigError, match="serving.defaults: 'nope' is read by no feature"):
+    _serving(defaults=dict(nope=1))
+  with pytest.raises(ConfigError, match="serving.max_candidates: 0 is too small"):
+    _serving(max_candidates=0)
+  with pytest.raises(ConfigError, match="export.model_name: 'a/b' is not a name"):
+    _experiment("export.model_name=a/b")
+  assert _experiment("serving.cache_items=5").serving.cache_items == 5   # an override
 
 
 def test_adult_config_builds_frozen_specs():

@@ -57,10 +57,41 @@ def lookup(tables, plans, ids, weights):
   return out
 
 
+# The batch sizes the dense tower runs at: a request's rows are padded up to the next one.
+# jax2tf's XlaCallModule op compiles its StableHLO once per concrete shape it meets (about
+# 100 ms for a DeepFM); a ranking service sees every candidate count, so without buckets
+# each new count would cost a request that compile. Powers of two: at most 2x the dense
+# tower's work (small next to the transforms), and 25 sizes in all.
+BUCKETS = tuple(2 ** i for i in range(25))
+
+
+def bucket(n):
+  """The bucket a batch of `n` rows is padded to (a scalar int32 tensor)."""
+  buckets = tf.constant(BUCKETS, tf.int32)
+  return tf.gather(buckets, tf.searchsorted(buckets, tf.reshape(n, [1]), side="left"))[0]
+
+
+def _pad(x, size):
+  """`x` with zero rows appended up to `size` rows (its static rank and inner dims kept)."""
+  pad = tf.stack([[0, size - tf.shape(x)[0]]] + [[0, 0]] * (x.shape.rank - 1))
+  padded = tf.pad(x, pad)
+  padded.set_shape([None] + x.shape.as_list()[1:])
+  return padded
+
+
 def convert(fn, plans):
   """`fn(params, embedded, dense)` as a TF function, polymorphic in the batch of `embedded`
-  (keyed as `plans` pool it) and of `dense`; served only, so no gradient."""
-  return jax2tf.convert(
+  (keyed as `plans` pool it) and of `dense`, run at the `BUCKETS` sizes (padded with zero
+  rows, the padding's outputs dropped); served only, so no gradient."""
+  converted = jax2tf.convert(
       fn, with_gradient=False,
       polymorphic_shapes=[None, {name: "(b, ...)" for name in embedded_keys(plans)},
                           "(b, ...)"])
+
+  def bucketed(params, embedded, dense):
+    n = tf.shape(dense)[0]
+    size = bucket(n)
+    out = converted(params, {k: _pad(v, size) for k, v in embedded.items()}, _pad(dense, size))
+    return tf.nest.map_structure(lambda y: y[:n], out)
+
+  return bucketed

@@ -1,0 +1,1 @@
+"""The serving package: the feature store and its loader."""
