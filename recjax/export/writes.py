@@ -53,10 +53,14 @@ def write(experiment, state, base, version: int, with_towers: bool = True) -> di
 
 
 def prune(base, keep: int, protect: int | None) -> None:
-  """Removes all but the `keep` newest versions under `base`, never `protect` (the best)."""
+  """Removes all but the `keep` newest versions under `base`, never `protect` (the best).
+  A version is first renamed to a hidden name, so no watcher sees it half deleted."""
   for version in versions(base)[:-keep]:
     if version != protect:
-      shutil.rmtree(pathlib.Path(base) / str(version), ignore_errors=True)
+      path = pathlib.Path(base) / str(version)
+      hidden = path.with_name(f".removing-{version}")
+      path.rename(hidden)
+      shutil.rmtree(hidden, ignore_errors=True)
 
 
 def link(workdir, target) -> None:
