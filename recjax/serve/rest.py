@@ -26,7 +26,7 @@ class NotFound(RecjaxError):
   """A model or version the server does not have: 404."""
 
 
-def _column(name: str, values, spec: tf.TensorSpec, where: str) -> np.ndarray:
+def _column(name: str, values, spec: tf.TensorSpec, where: str):
   """One input's values as the array its spec takes, or BadRequest naming the bad value."""
   if spec.dtype == tf.float32:
     for i, v in enumerate(values):
@@ -36,7 +36,7 @@ def _column(name: str, values, spec: tf.TensorSpec, where: str) -> np.ndarray:
   for i, v in enumerate(values):
     if not isinstance(v, str):
       raise BadRequest(f"{where.format(i=i)}: input {name!r} takes strings, got {v!r}")
-  return np.asarray(values, object)
+  return values             # a list: TF converts it faster than an object array
 
 
 def _check_names(given, specs, field: str) -> None:
