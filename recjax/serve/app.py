@@ -130,6 +130,7 @@ class Server:
       columns, rows = rest.parse_predict(body, loaded.inputs(signature),
                                          self.serving.max_candidates)
       function = loaded.signatures[signature]
+      self.versions.record(signature, len(next(iter(columns.values()))))
       outputs = await asyncio.get_running_loop().run_in_executor(
           self.executor, rest.call, function, columns)
     except rest.NotFound as e:

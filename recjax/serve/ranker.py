@@ -211,8 +211,8 @@ class RankService:
     for j, column in enumerate(self.item_columns):
       if column in self.inputs:
         columns[column] = [row[j] for row in items]
-    # numbers as float32 arrays, strings as lists (TF converts a list of str twice as
-    # fast as an object array)
+    # numbers as float32 arrays, strings as lists (`tf.constant` converts a list of str
+    # twice as fast as an object array)
     return {c: np.asarray(v, np.float32) if c in self.numeric else v
             for c, v in columns.items()}, defaulted
 
@@ -227,6 +227,7 @@ class RankService:
     for reason in [*defaulted_user.values(), *defaulted_items.values()]:
       self.metrics.defaulted.labels(reason).inc()
     rank = loaded.signatures[ranking.SIGNATURE]
+    self.versions.record(ranking.SIGNATURE, len(items))
     outputs = await asyncio.get_running_loop().run_in_executor(
         self.executor, rest.call, rank, columns)
     self.metrics.candidates.inc(len(items))

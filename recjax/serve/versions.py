@@ -47,16 +47,17 @@ def warm_inputs(specs: dict[str, tf.TensorSpec], rows: int, values: dict) -> dic
       for name, spec in specs.items()}
 
 
-def load(base, version: int, one_row: set[str], values: dict, max_rows: int) -> Loaded:
-  """Loads version `version` under `base` and calls each signature at every batch bucket
-  up to `max_rows` (`tf_tables.BUCKETS`: the dense tower compiles once per bucket), so no
-  request pays a trace or a compile; `rank` with one row of its `one_row` columns."""
+def load(base, version: int, one_row: set[str], values: dict, sizes: dict) -> Loaded:
+  """Loads version `version` under `base` and calls each signature at the row counts
+  `sizes[signature]` gives (default: every batch bucket up to `sizes[None]`), so no request
+  pays a trace or a compile (the dense tower compiles once per `tf_tables.BUCKETS` size);
+  `rank` with one row of its `one_row` columns."""
   path = pathlib.Path(base) / str(version)
   model = tf.saved_model.load(str(path))
   loaded = Loaded(version, str(path), model, dict(model.signatures), time.time())
-  sizes = [b for b in tf_tables.BUCKETS if b < max_rows] + [max_rows]
+  every = [b for b in tf_tables.BUCKETS if b < sizes[None]] + [sizes[None]]
   for name, function in loaded.signatures.items():
-    for rows in sizes:
+    for rows in sorted(sizes.get(name, every)):
       inputs = warm_inputs(loaded.inputs(name), rows, values)
       if name == ranking.SIGNATURE:
         inputs = {c: v[:1] if c in one_row else v for c, v in inputs.items()}
@@ -93,6 +94,7 @@ class Versions:
     self.one_row = set(one_row)         # the rank signature's one-row inputs
     self.values = dict(values or {})    # valid raw values to warm up with
     self.max_rows = max_rows
+    self.served: dict[str, set[int]] = {}     # signature -> buckets requests have used
     self.current: Loaded | None = None
     self.loads = 0
     self.errors: list[str] = []
@@ -106,7 +108,10 @@ class Versions:
     switch = sys.getswitchinterval()
     sys.setswitchinterval(LOADING_SWITCH_S)
     try:
-      loaded = load(self.base, available[-1], self.one_row, self.values, self.max_rows)
+      # a first version warms every bucket; a newer one those requests used (as
+      # TF-Serving's recorded warm-up requests do): a swap then compiles little
+      sizes = {None: self.max_rows} | {k: set(v) for k, v in self.served.items()}
+      loaded = load(self.base, available[-1], self.one_row, self.values, sizes)
     except Exception as e:          # a damaged version is reported and the old one kept
       self.errors.append(f"version {available[-1]}: {type(e).__name__}: {e}")
       return False
@@ -115,6 +120,12 @@ class Versions:
     self.current = loaded          # the swap: one reference, atomic for readers
     self.loads += 1
     return True
+
+  def record(self, signature: str, rows: int) -> None:
+    """Notes that a request called `signature` with `rows` rows (its bucket is warmed up
+    in the next version before it serves)."""
+    bucket = next(b for b in tf_tables.BUCKETS if b >= rows)
+    self.served.setdefault(signature, set()).add(min(bucket, self.max_rows))
 
   def start(self, every: float) -> None:
     def run():

@@ -371,6 +371,7 @@ def test_a_new_version_is_swapped_in_and_a_request_in_flight_keeps_its_own(world
     return await r.json()
 
   assert _serve(server, scenario)["model_version"] == "2"
+  assert versions.served == {ranking.SIGNATURE: {8}}    # 5 candidates: bucket 8, warmed next
   # the old version still answers its holder, as it did before the swap
   assert held is not versions.current and before.shape == (3,)
   np.testing.assert_array_equal(_full_rows(experiment, held.model, user, three, {"tags": ""}),
