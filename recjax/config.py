@@ -20,77 +20,15 @@ from typing import Any
 import flax.linen as nn
 import ml_collections
 
-from recjax.features import spec as features_lib
-from recjax.train import optim
 from recjax.embedding import sparse_optim
 from recjax.embedding import tables as embedding_tables
-from recjax.input import synthetic
-from recjax.tasks import spec as tasks_lib
 from recjax.errors import ConfigError
+from recjax.export.spec import EntitySpec, ExportSpec, ServingSpec  # noqa: F401 (re-exported)
+from recjax.features import spec as features_lib
+from recjax.input.spec import DataSpec, LabelSpec    # noqa: F401 (re-exported)
 from recjax.models import MODELS
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-  """Where the rows are and how to read them."""
-  train: tuple[str, ...] = ()       # file paths or glob patterns
-  eval: tuple[str, ...] = ()
-  format: str = "csv"               # csv | parquet | tfrecord | synthetic
-  columns: tuple[str, ...] = ()     # CSV column names when the files have no header
-  header: bool = True
-  delimiter: str = ","              # "\t" for TSV
-  quote_char: str = '"'             # "" when fields are never quoted
-  strip_whitespace: bool = False    # trim spaces around CSV fields ("a, b" files)
-  synthetic: Any = None             # format "synthetic": rows, eval_rows, seed, columns, ...
-  bad_rows: str = "error"           # error | skip (counted, up to max_bad_fraction)
-  max_bad_fraction: float = 0.001   # with skip: a larger share of bad rows stops the run
-  sample_weight: str = ""           # a numeric column weighting each row's loss
-  eval_fraction: float = 0.0        # > 0: this seeded random share of the train rows is the
-  split_seed: int = 0               #   eval split (data.eval left empty), the rest trains
-  workers: int = 1                  # processes that read and transform a split (0, 1: this one)
-
-  def __post_init__(self):
-    formats = ("csv", "parquet", "tfrecord", "synthetic")
-    if self.format not in formats:
-      raise ConfigError(f"data.format: {self.format!r} is not one of {', '.join(formats)}")
-    if self.bad_rows not in ("error", "skip"):
-      raise ConfigError(f"data.bad_rows: {self.bad_rows!r} is not one of error, skip")
-    if not 0 <= self.max_bad_fraction <= 1:
-      raise ConfigError(f"data.max_bad_fraction: {self.max_bad_fraction} is not in [0, 1]")
-    if not 0 <= self.eval_fraction < 1:
-      raise ConfigError(f"data.eval_fraction: {self.eval_fraction} is not in [0, 1)")
-    if self.eval_fraction and self.eval:
-      raise ConfigError("data.eval_fraction: set either data.eval or data.eval_fraction "
-                        "(a share of the train rows)")
-    if self.workers < 0:
-      raise ConfigError(f"data.workers: {self.workers} is not 0 or more")
-    if len(self.quote_char) > 1:
-      raise ConfigError(f"data.quote_char: {self.quote_char!r} is not one character or empty")
-    if self.format != "synthetic":
-      if self.synthetic is not None:
-        raise ConfigError("data.synthetic: set only with data.format = 'synthetic'")
-      return
-    schema = (self.synthetic if isinstance(self.synthetic, synthetic.Schema)
-              else synthetic.schema(self.synthetic))
-    object.__setattr__(self, "synthetic", schema)
-    # The splits of a synthetic source are named like files, so errors and summaries
-    # name them as they name files.
-    if not self.train:
-      object.__setattr__(self, "train", ("synthetic:train",))
-    if not self.eval and schema.eval_rows:
-      object.__setattr__(self, "eval", ("synthetic:eval",))
-    for key in ("train", "eval"):
-      for name in getattr(self, key):
-        if name not in ("synthetic:train", "synthetic:eval"):
-          raise ConfigError(f"data.{key}: {name!r} is not synthetic:train or synthetic:eval "
-                            "(the splits of a synthetic source)")
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelSpec:
-  """The label column; string labels are 1 when in `positive`, numeric ones are used as is."""
-  column: str
-  positive: tuple[str, ...] = ()
+from recjax.tasks import spec as tasks_lib
+from recjax.train import optim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,59 +58,6 @@ class TrainSpec:
         raise ConfigError(f"train.{name}: {getattr(self, name)} is negative")
     if self.min_delta < 0:
       raise ConfigError(f"train.min_delta: {self.min_delta} is negative")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportSpec:
-  """SavedModels in TF-Serving's layout: `<workdir>/export/<model_name>/<version>/`, the
-  version the global step; `keep` newest versions stay (and the best one)."""
-  enabled: bool = True
-  model_name: str = ""              # "": the config file's name without .py
-  keep: int = 3
-
-  def __post_init__(self):
-    if self.keep < 1:
-      raise ConfigError(f"export.keep: {self.keep} is not 1 or more")
-    if self.model_name and not all(c.isalnum() or c in "_-." for c in self.model_name):
-      raise ConfigError(f"export.model_name: {self.model_name!r} is not a name of letters, "
-                        "digits, '_', '-' and '.' (it is a directory and a URL part)")
-
-
-@dataclasses.dataclass(frozen=True)
-class EntitySpec:
-  """One entity of the serving world (the user, the item): the column holding its key and
-  the raw columns stored for it in the feature store (the key column may be one of them)."""
-  key: str
-  columns: tuple[str, ...] = ()
-  files: tuple[str, ...] = ()       # Parquet tables of the entity: the embedded store's data
-
-
-@dataclasses.dataclass(frozen=True)
-class ServingSpec:
-  """What `recjax serve` and the feature store need beyond the model. The raw columns the
-  features read are the user's, the item's, or the request's context (the rest)."""
-  user: EntitySpec | None = None
-  item: EntitySpec | None = None
-  store: str = ""                   # redis://HOST:PORT/DB; "": the embedded store (files)
-  namespace: str = ""               # key prefix in the store; "": export.model_name
-  cache_items: int = 100_000        # LRU cache of item entities in each server process
-  store_timeout_ms: float = 50.0    # a slower store answer serves defaults (counted)
-  max_candidates: int = 2_000
-  max_request_bytes: int = 8 << 20
-  poll_seconds: float = 2.0         # how often the server looks for a new version
-  defaults: Any = None              # {column: raw value} served for a missing entity or
-                                    #   context value; else 0.0 for numbers, "" for strings
-
-  def __post_init__(self):
-    for name in ("cache_items", "max_candidates", "max_request_bytes"):
-      if getattr(self, name) < (0 if name == "cache_items" else 1):
-        raise ConfigError(f"serving.{name}: {getattr(self, name)} is too small")
-    for name in ("store_timeout_ms", "poll_seconds"):
-      if getattr(self, name) <= 0:
-        raise ConfigError(f"serving.{name}: {getattr(self, name)} is not positive")
-
-  def entities(self) -> dict[str, EntitySpec]:
-    return {name: e for name in ("user", "item") if (e := getattr(self, name)) is not None}
 
 
 def load(spec: str) -> ml_collections.ConfigDict:

@@ -28,8 +28,8 @@ from recjax.serve import rest
 from recjax.serve import store as store_lib
 from recjax.serve.errors import StoreError
 from recjax.serve.metrics import Metrics
-from recjax.serve.ranker import RankService
 from recjax.serve import versions as versions_lib
+from recjax.serve.ranker import RankService
 
 NOT_LOADED = "no version of the model is loaded yet"
 
