@@ -15,7 +15,8 @@ user, 500 random candidates, the context; the user's features fetched by the ser
                              :predict (columns assembled here, as an engine fetching the
                              features itself would send them to TF-Serving)
   speedup_vs_per_item        per_item_p99_ms / p99_ms
-  floor_p99_ms               the rank signature called in this process: no HTTP, no store
+  floor_p99_ms               the rank signature called in this process as the server holds
+                             it (a Session), on arrays made beforehand: no HTTP, no store
   swap_p99_ratio             p99 while a new version is loaded and swapped in / steady p99
   failed_requests            answers other than 200, over all phases
 
@@ -137,7 +138,10 @@ def main():
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--seconds", type=float, default=60, help="limit of each phase")
   parser.add_argument("--store", help="a running Redis (default: one started here)")
-  parser.add_argument("--workdir", help="default: a temporary directory")
+  parser.add_argument("--workdir", help="default: a temporary directory (a given one is kept, "
+                      "and a second run resumes its training: nothing left to train)")
+  parser.add_argument("--swap-only", action="store_true", help="only the steady and the swap "
+                      "phases (for trying what a swap costs)")
   args = parser.parse_args()
 
   from recjax.datasets import synthetic_ranking as world_lib
@@ -195,11 +199,7 @@ def _wait_ready(url, seconds=120):
 
 
 def run_phases(args, world, workdir, started, config, store_url) -> dict:
-  import tensorflow as tf
   from recjax import config as config_lib
-  from recjax.serve import store as store_lib
-  from recjax.export import ranking
-  from recjax.export import saved_model
   from recjax.export import writes
   base_url = started["url"]
   _wait_ready(base_url)
@@ -223,33 +223,59 @@ def run_phases(args, world, workdir, started, config, store_url) -> dict:
 
   phase("warmup", rank_url, warm, 1)
   steady, _ = phase("rank_c1", rank_url, bodies, 1)
-  c4, _ = phase("rank_c4", rank_url, bodies, 4)
-
-  # per item: the same requests as 500 full rows through serving_default's :predict, the
-  # engine fetching the features from the same store first (iQIYI's flow on TF-Serving)
   experiment = config_lib.experiment(config_lib.load(config), "synthetic_ranking")
+  base = writes.base_path(experiment, workdir)
+  out = {"candidates": args.candidates, "p50_ms": steady["p50_ms"], "p99_ms": steady["p99_ms"],
+         "qps": steady["qps"]}
+  if not args.swap_only:
+    c4, _ = phase("rank_c4", rank_url, bodies, 4)
+    per_item, floor = per_item_and_floor(experiment, world, base, bodies[:200], base_url,
+                                         store_url, failed)
+    out |= {"qps_concurrency_4": c4["qps"], "per_item_p99_ms": per_item,
+            "speedup_vs_per_item": round(per_item / steady["p99_ms"], 2),
+            "floor_p99_ms": floor}
+  # swap: a new version renamed into the base path (as a trainer's export lands) while
+  # requests run; the window is the phase, which covers the load and the swap
+  version = writes.versions(base)[-1]
+  staged = base / f".staged-{version + 1}"
+  shutil.copytree(base / str(version), staged)
+  swap, _ = phase("rank_c1_swap", rank_url, bodies[: max(200, len(bodies) // 2)], 1,
+                  on_start=lambda: staged.rename(base / str(version + 1)))
+  status = _wait_ready(base_url)
+  return out | {"swap_p99_ratio": round(swap["p99_ms"] / steady["p99_ms"], 2),
+                "swapped": status["model_version_status"][0]["version"] == str(version + 1),
+                "failed_requests": len(failed), "variant": args.variant}
+
+
+def per_item_and_floor(experiment, world, base, bodies, base_url, store_url, failed):
+  """(per_item_p99_ms, floor_p99_ms). Per item: the same requests as 500 full rows through
+  serving_default's :predict, the engine fetching the features from the same store first
+  (iQIYI's flow on TF-Serving). Floor: the rank signature called in this process on
+  tensors made beforehand."""
+  import tensorflow as tf
+  from recjax.export import ranking
+  from recjax.export import saved_model
+  from recjax.export import writes
+  from recjax.serve import session_model
+  from recjax.serve import store as store_lib
   specs = saved_model.serving_inputs(experiment)
-  users = {u["user_id"]: u for u in pq.read_table(world["users.parquet"]).to_pylist()}
-  items = {i["item_id"]: i for i in pq.read_table(world["items.parquet"]).to_pylist()}
-  n_per_item = min(len(bodies), 200)
   store = store_lib.open_store(dataclasses.replace(experiment, serving=dataclasses.replace(
       experiment.serving, store=store_url, store_timeout_ms=5000)))
-  latencies = asyncio.run(per_item_loop(base_url + ":predict", store, bodies[:n_per_item],
-                                        experiment, specs, failed))
-  per_item = {"phase": "per_item_c1", "requests": len(latencies),
-              "p50_ms": round(_p(latencies, 50), 2), "p99_ms": round(_p(latencies, 99), 2)}
-  print(json.dumps(per_item), flush=True)
-
-  # floor: the rank signature in this process
-  base = writes.base_path(experiment, workdir)
-  version = writes.versions(base)[-1]
-  model = tf.saved_model.load(str(base / str(version)))
-  rank = model.signatures[ranking.SIGNATURE]
+  latencies = asyncio.run(per_item_loop(base_url + ":predict", store, bodies, experiment,
+                                        specs, failed))
+  per_item = round(_p(latencies, 99), 2)
+  print(json.dumps({"phase": "per_item_c1", "requests": len(latencies),
+                    "p50_ms": round(_p(latencies, 50), 2), "p99_ms": per_item}), flush=True)
+  users = {u["user_id"]: u for u in pq.read_table(world["users.parquet"]).to_pylist()}
+  items = {i["item_id"]: i for i in pq.read_table(world["items.parquet"]).to_pylist()}
+  _, signatures = session_model.load(base / str(writes.versions(base)[-1]))
+  rank = signatures[ranking.SIGNATURE]         # as the server holds it
   one_row, _ = ranking.sides(experiment)
   floor = []
-  for b in bodies[:n_per_item]:
+  for b in bodies:
     columns = full_rows((users, items), b, specs)
-    feed = {c: tf.constant(v[:1] if c in one_row else v, specs[c].dtype)
+    feed = {c: np.asarray(v[:1] if c in one_row else v,
+                          np.float32 if specs[c].dtype == tf.float32 else object)
             for c, v in columns.items()}
     start = time.perf_counter()
     rank(**feed)
@@ -257,22 +283,7 @@ def run_phases(args, world, workdir, started, config, store_url) -> dict:
   floor = floor[10:]
   print(json.dumps({"phase": "floor", "p50_ms": round(_p(floor, 50), 2),
                     "p99_ms": round(_p(floor, 99), 2)}), flush=True)
-
-  # swap: a new version renamed into the base path (as a trainer's export lands) while
-  # requests run; the window is the phase, which covers the load and the swap
-  staged = base / f".staged-{version + 1}"
-  shutil.copytree(base / str(version), staged)
-  swap, _ = phase("rank_c1_swap", rank_url, bodies[: max(200, len(bodies) // 2)], 1,
-                  on_start=lambda: staged.rename(base / str(version + 1)))
-  status = _wait_ready(base_url)
-  swapped = status["model_version_status"][0]["version"] == str(version + 1)
-  return {"candidates": args.candidates, "p50_ms": steady["p50_ms"], "p99_ms": steady["p99_ms"],
-          "qps": steady["qps"], "qps_concurrency_4": c4["qps"],
-          "per_item_p99_ms": per_item["p99_ms"],
-          "speedup_vs_per_item": round(per_item["p99_ms"] / steady["p99_ms"], 2),
-          "floor_p99_ms": round(_p(floor, 99), 2),
-          "swap_p99_ratio": round(swap["p99_ms"] / steady["p99_ms"], 2),
-          "swapped": swapped, "failed_requests": len(failed), "variant": args.variant}
+  return per_item, round(_p(floor, 99), 2)
 
 
 CONTEXT = ("hour", "weekday", "page", "position", "network")

@@ -94,10 +94,11 @@ def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int):
 
 
 def call(function, columns: dict) -> dict[str, np.ndarray]:
-  """Calls a signature on a request's columns. A value the model's transforms reject (their
-  InvalidArgumentError names the column) is the request's fault: a BadRequest."""
+  """Calls a signature (`session_model.Signature`) on a request's columns. A value the
+  model's transforms reject (their InvalidArgumentError names the column) is the request's
+  fault: a BadRequest."""
   try:
-    return {name: value.numpy() for name, value in function(**columns).items()}
+    return function(**columns)
   except tf.errors.InvalidArgumentError as e:
     found = re.search(r"assertion failed: \[(.*?)\] \[", e.message or "")
     raise BadRequest(found.group(1).replace("\\'", "'") if found

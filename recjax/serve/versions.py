@@ -2,8 +2,9 @@
 
 TF-Serving's default version policy serves the latest version and loads a newer one beside
 it before unloading the old. Here the same: `Versions.poll` looks for a version newer than
-the one served, loads it (and warms it up: the first call of a loaded SavedModel traces
-and initialises, which must not happen on a user's request), then swaps one reference. A
+the one served, loads it as TF-Serving does (`session_model`: a Session over the
+MetaGraph) and warms it up (the first call at a batch size compiles the dense tower, which
+must not happen on a user's request), then swaps one reference. A
 request takes that reference once, at its start, so a request in flight finishes on the
 version it started on; the old model is freed when its last request drops it.
 """
@@ -15,46 +16,47 @@ import sys
 import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from recjax.export import ranking
 from recjax.export import tf_tables
-from recjax.serve import defaults
 from recjax.export import writes
+from recjax.serve import defaults
+from recjax.serve import session_model
 
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-  """One loaded version: its signatures by name, and their input specs."""
+  """One loaded version: its signatures by name (`session_model.Signature`), their specs."""
   version: int
   path: str
-  model: object                         # the tf.saved_model.load object (keeps it alive)
+  session: object                       # the tf.compat.v1.Session holding the version
   signatures: dict
   loaded_at: float
 
   def inputs(self, signature: str) -> dict[str, tf.TensorSpec]:
-    return self.signatures[signature].structured_input_signature[1]
+    return self.signatures[signature].inputs
 
   def outputs(self, signature: str) -> dict[str, tf.TensorSpec]:
-    return self.signatures[signature].structured_outputs
+    return self.signatures[signature].outputs
 
 
 def warm_inputs(specs: dict[str, tf.TensorSpec], rows: int, values: dict) -> dict:
   """A request of `rows` rows of `values` (valid raw values per column: the serving
   defaults) for a signature's inputs; 0.0 or "0" for a column `values` lacks."""
-  return {name: tf.fill([rows], tf.constant(
-      values.get(name, 0.0 if spec.dtype == tf.float32 else "0"), spec.dtype))
-      for name, spec in specs.items()}
+  return {name: np.full([rows], values.get(name, 0.0), np.float32) if spec.dtype == tf.float32
+          else [values.get(name, "0")] * rows for name, spec in specs.items()}
 
 
 def load(base, version: int, one_row: set[str], values: dict, sizes: dict) -> Loaded:
-  """Loads version `version` under `base` and calls each signature at the row counts
-  `sizes[signature]` gives (default: every batch bucket up to `sizes[None]`), so no request
-  pays a trace or a compile (the dense tower compiles once per `tf_tables.BUCKETS` size);
+  """Loads version `version` under `base` (`session_model`) and calls each signature at the
+  row counts `sizes[signature]` gives (default: every batch bucket up to `sizes[None]`), so
+  no request pays a compile (the dense tower compiles once per `tf_tables.BUCKETS` size);
   `rank` with one row of its `one_row` columns."""
   path = pathlib.Path(base) / str(version)
-  model = tf.saved_model.load(str(path))
-  loaded = Loaded(version, str(path), model, dict(model.signatures), time.time())
+  session, signatures = session_model.load(path)
+  loaded = Loaded(version, str(path), session, signatures, time.time())
   every = [b for b in tf_tables.BUCKETS if b < sizes[None]] + [sizes[None]]
   for name, function in loaded.signatures.items():
     for rows in sorted(sizes.get(name, every)):

@@ -9,6 +9,7 @@ down mid-test costs defaults and counters, never a failed request.
 import asyncio
 import csv
 import dataclasses
+import functools
 import gzip
 import json
 import shutil
@@ -70,7 +71,7 @@ def adult(adult_run):
   specs = versions.current.inputs(saved_model.SIGNATURE)
   instances = [{c: float(r[i]) if specs[c].dtype == tf.float32 else r[i]
                 for i, c in enumerate(ADULT_COLUMNS)} for r in rows]
-  direct = versions.current.signatures[saved_model.SIGNATURE](
+  direct = tf.saved_model.load(versions.current.path).signatures[saved_model.SIGNATURE](
       **{c: tf.constant([row[c] for row in instances], specs[c].dtype) for c in specs})
   return experiment, versions, instances, direct[saved_model.OUTPUT].numpy(), workdir, rows
 
@@ -232,8 +233,16 @@ def _versions(experiment, base):
 def _full_rows(experiment, model, user: dict, items: list[dict], context: dict):
   specs = saved_model.serving_inputs(experiment)
   rows = [{**user, **context, **item} for item in items]
-  feed = {c: tf.constant([r[c] for r in rows], specs[c].dtype) for c in specs}
-  return model.signatures[saved_model.SIGNATURE](**feed)[saved_model.OUTPUT].numpy()
+  if isinstance(model, str):           # a version's path: the SavedModel loaded by TF itself
+    feed = {c: tf.constant([r[c] for r in rows], specs[c].dtype) for c in specs}
+    return _saved(model).signatures[saved_model.SIGNATURE](**feed)[saved_model.OUTPUT].numpy()
+  feed = {c: [r[c] for r in rows] for c in specs}                     # a served `Loaded`
+  return model.signatures[saved_model.SIGNATURE](**feed)[saved_model.OUTPUT]
+
+
+@functools.cache
+def _saved(path):
+  return tf.saved_model.load(path)
 
 
 def _rank_and_compare(experiment, base, store, users, items):
@@ -256,7 +265,7 @@ def _rank_and_compare(experiment, base, store, users, items):
     return out
 
   out = _serve(server, scenario)
-  expected = _full_rows(experiment, versions.current.model,
+  expected = _full_rows(experiment, versions.current.path,
                         {c: users[user_key][c] for c in USER}, [items[k] for k in keys], context)
   for name in ("fetched", "given"):
     status, answer = out[name]
@@ -358,7 +367,7 @@ def test_a_new_version_is_swapped_in_and_a_request_in_flight_keeps_its_own(world
   versions = _versions(experiment, copy)
   held = versions.current                    # what a request in flight holds
   user, three = next(iter(users.values())), list(items.values())[:3]
-  before = _full_rows(experiment, held.model, user, three, {"tags": ""})
+  before = _full_rows(experiment, held, user, three, {"tags": ""})
   state = train.init_state(experiment, jax.random.key(6))
   writes.write(experiment, state, copy, 2)
   assert versions.poll() and versions.current.version == 2 and versions.loads == 2
@@ -374,7 +383,7 @@ def test_a_new_version_is_swapped_in_and_a_request_in_flight_keeps_its_own(world
   assert versions.served == {ranking.SIGNATURE: {8}}    # 5 candidates: bucket 8, warmed next
   # the old version still answers its holder, as it did before the swap
   assert held is not versions.current and before.shape == (3,)
-  np.testing.assert_array_equal(_full_rows(experiment, held.model, user, three, {"tags": ""}),
+  np.testing.assert_array_equal(_full_rows(experiment, held, user, three, {"tags": ""}),
                                 before)
 
 
