@@ -10,6 +10,8 @@ and converts every input in Python. What is served is still the exported SavedMo
 signatures `saved_model_cli` shows, by their names.
 """
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -37,8 +39,14 @@ def load(path) -> tuple[tf.compat.v1.Session, dict[str, Signature]]:
   """(the session, its signatures by name) of the SavedModel at `path` (tag "serve")."""
   graph = tf.Graph()
   session = tf.compat.v1.Session(graph=graph)
-  with graph.as_default():
-    meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+  logger = logging.getLogger("tensorflow")   # the v1 loader's deprecation notice: this is
+  level = logger.level                        # the loader TF-Serving's C++ side is built on
+  logger.setLevel(logging.ERROR)
+  try:
+    with graph.as_default():
+      meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+  finally:
+    logger.setLevel(level)
   signatures = {name: Signature(session, d) for name, d in meta.signature_def.items()
                 if name != "__saved_model_init_op"}
   return session, signatures
