@@ -14,6 +14,7 @@ failed request. The answer: the items sorted by score, the model version and an 
 import asyncio
 import collections
 import dataclasses
+import time
 import uuid
 
 import numpy as np
@@ -30,7 +31,9 @@ REQUEST_FIELDS = {"user", "items", "context", "top_k", "event_id"}
 
 class ItemCache:
   """An LRU of item key -> raw values, all of one store version: a store answer of another
-  version (a load switched it) empties it, so one request never mixes two versions."""
+  version (a load switched it) empties it, so one request never mixes two versions. The
+  service asks the store at least every `serving.poll_seconds`, so a switch is seen then
+  even by requests whose items are all cached."""
 
   def __init__(self, size: int):
     self.size, self.version = size, None
@@ -87,6 +90,7 @@ class RankService:
     self.context_columns = tuple(sorted(self.one_row - set(self.user_columns)))
     self.item_columns = serving.item.columns
     self.cache = ItemCache(serving.cache_items)
+    self._asked_at = 0.0      # when the store last answered for items (see `_items`)
     self.timeout_s = serving.store_timeout_ms / 1000
 
   def parse(self, body) -> dict:
@@ -174,6 +178,8 @@ class RankService:
     misses = sorted({k for k, v in zip(keys, values) if v is None})
     self.metrics.cache.labels("hit").inc(len(keys) - len(misses))
     self.metrics.cache.labels("miss").inc(len(misses))
+    if not misses and time.monotonic() - self._asked_at > self.serving.poll_seconds:
+      misses = [keys[0]]    # all cached: ask for one anyway, to see a version switch soon
     reason = "missing_entity"
     if misses:
       version, fetched, reason = await self._fetch("item", misses)
@@ -185,6 +191,7 @@ class RankService:
       found = {k: v for k, v in zip(misses, fetched) if v is not None}
       if reason != "store_unavailable":
         self.cache.put(version, found)
+        self._asked_at = time.monotonic()
       values = [v if v is not None else found.get(k) for k, v in zip(keys, values)]
     missing = {i: reason for i, v in enumerate(values) if v is None}
     default = [self.defaults[c] for c in self.item_columns]

@@ -412,3 +412,35 @@ def test_recjax_serve_command_answers_over_http(adult_run):
   finally:
     process.terminate()
     process.wait(timeout=30)
+
+
+def test_a_reload_of_the_items_reaches_requests_whose_items_are_all_cached(world, redis_url,
+                                                                            tmp_path):
+  experiment, base, users, items = world
+  experiment = dataclasses.replace(experiment, serving=dataclasses.replace(
+      experiment.serving, poll_seconds=0.01, store=redis_url))
+  for entity in ("user", "item"):
+    loader.load(experiment, entity, url=redis_url)
+  store = store_lib.open_store(experiment)
+  server = Server(experiment, _versions(experiment, base), store)
+  keys = list(items)[:20]
+  body = {"user": {"key": next(iter(users))}, "items": keys, "context": {"tags": ""}}
+  changed = pq.read_table(experiment.serving.item.files[0])
+  changed = changed.set_column(changed.schema.get_field_index("price"), "price",
+                               pa.array(np.full(changed.num_rows, 77.0, np.float32)))
+  pq.write_table(changed, tmp_path / "items_v2.parquet")
+
+  async def scenario(client):
+    first = await (await client.post("/v1/models/all_features:rank", json=body)).json()
+    loader.load(experiment, "item", [str(tmp_path / "items_v2.parquet")], redis_url)
+    await asyncio.sleep(0.05)
+    second = await (await client.post("/v1/models/all_features:rank", json=body)).json()
+    return first, second
+
+  first, second = _serve(server, scenario)
+  user = {c: users[body["user"]["key"]][c] for c in USER}
+  for answer, price in ((first, None), (second, 77.0)):
+    rows = [{**items[k], **({"price": price} if price else {})} for k in keys]
+    want = dict(zip(keys, _full_rows(experiment, str(base / "1"), user, rows, {"tags": ""})))
+    assert max(abs(i["score"] - want[i["key"]]) for i in answer["items"]) <= 1e-5
+  assert server.metrics.value("recjax_item_cache_total", result="hit") == 20   # 2nd: all hits
