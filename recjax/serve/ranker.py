@@ -21,9 +21,9 @@ import numpy as np
 
 from recjax.export import ranking
 from recjax.export import saved_model
-from recjax.serve.errors import StoreError, StoreUnavailable
 from recjax.serve import defaults
 from recjax.serve import rest
+from recjax.serve.errors import StoreError, StoreUnavailable
 from recjax.serve.rest import BadRequest
 
 REQUEST_FIELDS = {"user", "items", "context", "top_k", "event_id"}
@@ -73,8 +73,9 @@ class Scored:
 
 
 class RankService:
-  """`rank(body)` for one experiment, with its store, versions, metrics and an executor
-  for the model call (TF releases the GIL, so the event loop goes on serving)."""
+  """A rank request's work for one experiment: `parse` (checks, 400s), `score` (the fetches
+  and the one model call), `answer` (the JSON). It is given its store, versions, metrics
+  and an executor for the model call (TF releases the GIL: the event loop goes on)."""
 
   def __init__(self, experiment, store, versions, metrics, executor):
     serving = experiment.serving
@@ -102,7 +103,8 @@ class RankService:
       raise BadRequest(f"unknown field {unknown[0]!r}; a rank request has "
                        f"{', '.join(sorted(REQUEST_FIELDS))}")
     user = body.get("user")
-    if not isinstance(user, dict) or not isinstance(user.get("key"), (str, int)):
+    if not isinstance(user, dict) or isinstance(user.get("key"), bool) or not isinstance(
+        user.get("key"), (str, int)):
       raise BadRequest("user: expected {\"key\": ..., \"features\": {...} (optional)}")
     features = self._values(user.get("features") or {}, self.user_columns, "user.features")
     context = self._values(body.get("context") or {}, self.context_columns, "context")
@@ -157,7 +159,10 @@ class RankService:
   async def _user(self, request) -> tuple[dict, dict]:
     """The user's raw values and {column: reason} of those defaulted."""
     given = dict(request["user"])
-    if not self.user_columns or set(given) == set(self.user_columns):
+    key = self.serving.user.key if self.serving.user else None
+    if key in self.user_columns:
+      given[key] = request["user_key"]       # the key column is the request's user key
+    if set(given) >= set(self.user_columns):
       return given, {}
     self.metrics.fallback_fetches.inc()
     _, (values,), reason = await self._fetch("user", [request["user_key"]])
@@ -165,9 +170,7 @@ class RankService:
       given = {**dict(zip(self.user_columns, values)), **given}
     defaulted = {}
     for column in self.user_columns:
-      if column == self.serving.user.key:
-        given[column] = request["user_key"]
-      elif column not in given:
+      if column not in given:
         given[column], defaulted[column] = self.defaults[column], reason
     return given, defaulted
 

@@ -257,7 +257,7 @@ def _rank_and_compare(experiment, base, store, users, items):
     r = await client.post("/v1/models/all_features:rank", json={
         "user": {"key": user_key}, "items": keys, "context": context, "top_k": 10})
     out["fetched"] = (r.status, await r.json())
-    features = {c: users[user_key][c] for c in USER}
+    features = {c: users[user_key][c] for c in USER[1:]}     # all but the key column
     r = await client.post("/v1/models/all_features:rank", json={
         "user": {"key": user_key, "features": features}, "items": keys, "context": context,
         "event_id": "e-1"})
