@@ -72,7 +72,7 @@ def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int):
       if not isinstance(row, dict):
         raise BadRequest(f"instances[{i}] is not an object of inputs")
       _check_names(row, specs, f"instances[{i}]")
-    return {name: _column(name, [r[name] for r in rows], spec, f"instances[{{i}}]")
+    return {name: _column(name, [r[name] for r in rows], spec, "instances[{i}]")
             for name, spec in specs.items()}, True
   inputs = body["inputs"]
   if only is not None and isinstance(inputs, list):

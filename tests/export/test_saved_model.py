@@ -1,7 +1,5 @@
 """The SavedModel takes raw columns and gives JAX's probabilities, reloaded in a fresh process."""
 
-import csv
-import gzip
 import json
 import pathlib
 import subprocess
