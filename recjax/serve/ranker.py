@@ -251,6 +251,8 @@ class RankService:
     order = np.argsort(-scores, kind="stable")[: request["top_k"]]
     return {"model_version": str(scored.version), "event_id": scored.event_id,
             "items": [{"key": scored.item_keys[i], "score": float(scores[i])} for i in order],
-            "defaulted": {"user": sorted(scored.defaulted_user),
-                          "items": len(scored.defaulted_items)}}
+            "defaulted": {
+                "user": sorted(c for c in scored.defaulted_user if c in self.user_columns),
+                "context": sorted(c for c in scored.defaulted_user if c not in self.user_columns),
+                "items": len(scored.defaulted_items)}}
 

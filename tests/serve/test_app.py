@@ -274,7 +274,8 @@ def _rank_and_compare(experiment, base, store, users, items):
     want = dict(zip(keys, expected))
     assert max(abs(scores[k] - want[k]) for k in scores) <= 1e-5
     assert [i["key"] for i in answer["items"]] == sorted(scores, key=lambda k: -want[k])
-    assert answer["model_version"] == "1" and answer["defaulted"] == {"user": [], "items": 0}
+    assert answer["model_version"] == "1"
+    assert answer["defaulted"] == {"user": [], "context": [], "items": 0}
   assert len(out["fetched"][1]["items"]) == 10 and len(out["given"][1]["items"]) == 50
   assert out["given"][1]["event_id"] == "e-1" and len(out["fetched"][1]["event_id"]) == 32
   # the first request fetched the user (the counter moved once), the second brought it
@@ -309,7 +310,7 @@ def test_rank_equals_serving_default_with_redis_and_degrades_to_defaults_when_it
 
   status, answer = _serve(server, scenario)
   assert status == 200, answer
-  assert answer["defaulted"] == {"user": sorted(USER[1:]), "items": len(keys)}
+  assert answer["defaulted"] == {"user": sorted(USER[1:]), "context": [], "items": len(keys)}
   assert {i["key"] for i in answer["items"]} == set(keys)
   assert server.metrics.value("recjax_store_errors_total") == 2      # user and items
   assert server.metrics.value("recjax_defaulted_values_total",
@@ -327,7 +328,7 @@ def test_rank_serves_a_missing_item_and_missing_context_with_defaults(world):
     return r.status, await r.json()
 
   status, answer = _serve(server, scenario)
-  assert status == 200 and answer["defaulted"] == {"user": ["tags"], "items": 1}
+  assert status == 200 and answer["defaulted"] == {"user": [], "context": ["tags"], "items": 1}
   assert server.metrics.value("recjax_defaulted_values_total", reason="missing_entity") == 1
   assert server.metrics.value("recjax_defaulted_values_total", reason="missing_context") == 1
 
