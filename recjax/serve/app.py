@@ -22,6 +22,7 @@ import time
 
 from aiohttp import web
 
+from recjax.export import ranking
 from recjax.export import writes
 from recjax.export.saved_model import SIGNATURE
 from recjax.serve import rest
@@ -128,9 +129,10 @@ class Server:
         raise rest.BadRequest(f"signature_name: {signature!r} is not one of "
                               f"{', '.join(sorted(loaded.signatures))}")
       columns, rows = rest.parse_predict(body, loaded.inputs(signature),
-                                         self.serving.max_candidates)
+                                         self.serving.max_candidates,
+                                         same_length=signature != ranking.SIGNATURE)
       function = loaded.signatures[signature]
-      self.versions.record(signature, len(next(iter(columns.values()))))
+      self.versions.record(signature, max(len(v) for v in columns.values()))
       outputs = await asyncio.get_running_loop().run_in_executor(
           self.executor, rest.call, function, columns)
     except rest.NotFound as e:

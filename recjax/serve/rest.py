@@ -49,8 +49,11 @@ def _check_names(given, specs, field: str) -> None:
     raise BadRequest(f"{field}: missing input {missing[0]!r}")
 
 
-def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int):
-  """(columns {input: array}, row_format) of a predict request's body."""
+def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int,
+                  same_length: bool = True):
+  """(columns {input: array}, row_format) of a predict request's body. `same_length`: the
+  columnar format's inputs must have one length (False for the rank signature, whose user
+  and context inputs have one row and its item inputs N; the model checks those)."""
   if not isinstance(body, dict):
     raise BadRequest("the request body is not a JSON object")
   unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
@@ -85,9 +88,9 @@ def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int):
     if not isinstance(values, list):
       values = inputs[name] = [values]        # one scalar: a one-row column
     lengths.add(len(values))
-  if len(lengths) != 1 or 0 in lengths:
+  if 0 in lengths or (same_length and len(lengths) != 1):
     raise BadRequest(f"inputs: the columns differ in length or are empty ({sorted(lengths)})")
-  if lengths.pop() > max_rows:
+  if max(lengths) > max_rows:
     raise BadRequest(f"inputs: more than {max_rows} rows")
   return {name: _column(name, inputs[name], spec, f"inputs.{name}[{{i}}]")
           for name, spec in specs.items()}, False

@@ -446,3 +446,29 @@ def test_a_reload_of_the_items_reaches_requests_whose_items_are_all_cached(world
     want = dict(zip(keys, _full_rows(experiment, str(base / "1"), user, rows, {"tags": ""})))
     assert max(abs(i["score"] - want[i["key"]]) for i in answer["items"]) <= 1e-5
   assert server.metrics.value("recjax_item_cache_total", result="hit") == 20   # 2nd: all hits
+
+
+def test_the_rank_signature_through_predict_takes_columns_of_two_lengths(world):
+  experiment, base, users, items = world
+  server = Server(experiment, _versions(experiment, base), store_lib.EmbeddedStore(experiment))
+  user, keys = next(iter(users.values())), list(items)[:9]
+  one_row, item_columns = ranking.sides(experiment)
+  context = {"tags": "t2:1.0"}
+  inputs = {c: [{**user, **context}[c]] for c in one_row}
+  inputs |= {c: [items[k][c] for k in keys] for c in item_columns}
+
+  async def scenario(client):
+    r = await client.post("/v1/models/all_features:predict",
+                          json={"signature_name": "rank", "inputs": inputs})
+    good = (r.status, await r.json())
+    bad = dict(inputs, age=[1.0, 2.0])       # a user column of two rows
+    r = await client.post("/v1/models/all_features:predict",
+                          json={"signature_name": "rank", "inputs": bad})
+    return good, (r.status, await r.json())
+
+  (status, answer), (bad_status, bad) = _serve(server, scenario)
+  expected = _full_rows(experiment, str(base / "1"), {c: user[c] for c in USER},
+                        [items[k] for k in keys], context)
+  assert status == 200
+  np.testing.assert_allclose(answer["outputs"], expected, atol=1e-5, rtol=0)
+  assert bad_status == 400 and "'age' is of the user or the context" in bad["error"]
