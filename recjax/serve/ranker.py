@@ -90,6 +90,10 @@ class RankService:
     self.user_columns = serving.user.columns if serving.user else ()
     self.context_columns = tuple(sorted(self.one_row - set(self.user_columns)))
     self.item_columns = serving.item.columns
+    # a missing item's raw values: the defaults, with its own key where the key is a column
+    self._default_item = tuple(self.defaults[c] for c in self.item_columns)
+    self._item_key_index = (self.item_columns.index(serving.item.key)
+                            if serving.item.key in self.item_columns else None)
     self.cache = ItemCache(serving.cache_items)
     self._asked_at = 0.0      # when the store last answered for items (see `_items`)
     self.timeout_s = serving.store_timeout_ms / 1000
@@ -197,13 +201,10 @@ class RankService:
         self._asked_at = time.monotonic()
       values = [v if v is not None else found.get(k) for k, v in zip(keys, values)]
     missing = {i: reason for i, v in enumerate(values) if v is None}
-    default = [self.defaults[c] for c in self.item_columns]
-    key_index = (self.item_columns.index(self.serving.item.key)
-                 if self.serving.item.key in self.item_columns else None)
     for i in missing:
-      row = list(default)
-      if key_index is not None:
-        row[key_index] = keys[i]
+      row = list(self._default_item)
+      if self._item_key_index is not None:
+        row[self._item_key_index] = keys[i]
       values[i] = tuple(row)
     return values, missing
 

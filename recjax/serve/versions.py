@@ -14,7 +14,6 @@ import os
 import pathlib
 import sys
 import threading
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -33,7 +32,6 @@ class Loaded:
   path: str
   session: object                       # the tf.compat.v1.Session holding the version
   signatures: dict
-  loaded_at: float
 
   def inputs(self, signature: str) -> dict[str, tf.TensorSpec]:
     return self.signatures[signature].inputs
@@ -56,7 +54,7 @@ def load(base, version: int, one_row: set[str], values: dict, sizes: dict) -> Lo
   `rank` with one row of its `one_row` columns."""
   path = pathlib.Path(base) / str(version)
   session, signatures = session_model.load(path)
-  loaded = Loaded(version, str(path), session, signatures, time.time())
+  loaded = Loaded(version, str(path), session, signatures)
   every = [b for b in tf_tables.BUCKETS if b < sizes[None]] + [sizes[None]]
   for name, function in loaded.signatures.items():
     for rows in sorted(sizes.get(name, every)):
