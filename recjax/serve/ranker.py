@@ -108,7 +108,7 @@ class RankService:
                        f"{', '.join(sorted(REQUEST_FIELDS))}")
     user = body.get("user")
     if not isinstance(user, dict) or isinstance(user.get("key"), bool) or not isinstance(
-        user.get("key"), (str, int)):
+        user.get("key"), (str, int)) or "\0" in str(user["key"]):
       raise BadRequest("user: expected {\"key\": ..., \"features\": {...} (optional)}")
     features = self._values(user.get("features") or {}, self.user_columns, "user.features")
     context = self._values(body.get("context") or {}, self.context_columns, "context")
@@ -119,8 +119,9 @@ class RankService:
       raise BadRequest(f"items: {len(items)} candidates; the limit is "
                        f"{self.serving.max_candidates} (serving.max_candidates)")
     for i, key in enumerate(items):
-      if isinstance(key, bool) or not isinstance(key, (str, int)):
-        raise BadRequest(f"items[{i}]: an item key is a string or an integer, got {key!r}")
+      if isinstance(key, bool) or not isinstance(key, (str, int)) or "\0" in str(key):
+        raise BadRequest(f"items[{i}]: an item key is a string (with no NUL character) or "
+                         f"an integer, got {key!r}")
     top_k = body.get("top_k", len(items))
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
       raise BadRequest(f"top_k: expected a positive integer, got {top_k!r}")

@@ -32,16 +32,20 @@ from recjax.serve import layout as layout_lib
 from recjax.serve import rows as rows_lib
 from recjax.serve.errors import StoreError, StoreUnavailable
 
-# KEYS[1] the entity's current pointer; ARGV[1] the entity's key base, ARGV[2:] the keys.
-# MGET in slices: Lua's unpack() is limited to a few thousand values.
+# KEYS[1] the entity's current pointer; ARGV[1] the entity's key base, ARGV[2] the keys, each
+# followed by a NUL byte (one argument, not one per key: packing 500 arguments costs redis-py
+# more than Redis spends on the whole script). MGET in slices: Lua's unpack() is limited to a
+# few thousand values.
 READ = """
 local version = redis.call('GET', KEYS[1])
 if not version then return {false, {}} end
-local prefix = ARGV[1] .. version .. ':'
-local values, names = {}, {}
-for i = 2, #ARGV do
-  names[#names + 1] = prefix .. ARGV[i]
-  if #names == 1000 or i == #ARGV then
+local prefix, keys = ARGV[1] .. version .. ':', ARGV[2]
+local values, names, start = {}, {}, 1
+while start <= #keys do
+  local stop = string.find(keys, '\\0', start, true)
+  names[#names + 1] = prefix .. string.sub(keys, start, stop - 1)
+  start = stop + 1
+  if #names == 1000 or start > #keys then
     local got = redis.call('MGET', unpack(names))
     for j = 1, #got do values[#values + 1] = got[j] end
     names = {}
@@ -49,6 +53,18 @@ for i = 2, #ARGV do
 end
 return {version, values}
 """
+SEPARATOR = "\0"
+
+
+def _joined(keys) -> str:
+  """The keys as READ's one argument; a key holding the separator is refused (no entity
+  key of a Parquet file or a request has one)."""
+  keys = [str(k) for k in keys]
+  joined = SEPARATOR.join(keys) + SEPARATOR if keys else ""
+  if joined.count(SEPARATOR) != len(keys):
+    bad = next(k for k in keys if SEPARATOR in k)
+    raise StoreError(f"key {bad!r} holds a NUL character; entity keys cannot")
+  return joined
 
 EMBEDDED = "embedded"
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError)
@@ -119,9 +135,9 @@ class RedisStore:
 
   def get(self, entity: str, keys) -> tuple[str | None, list]:
     names = self._keys(entity)
-    keys = [str(k) for k in keys]
+    joined = _joined(keys)
     with self._reaching():
-      version, values = self._read(keys=[names.current], args=[names.base, *keys])
+      version, values = self._read(keys=[names.current], args=[names.base, joined])
       version, values = _decode(version, values, len(keys))
       if version is not None and (entity, version) not in self._checked:
         self._check(entity, version, self._sync.get(names.layout(version)))
@@ -130,9 +146,9 @@ class RedisStore:
   async def aget(self, entity: str, keys) -> tuple[str | None, list]:
     names = self._keys(entity)
     client, read = self._async_client()
-    keys = [str(k) for k in keys]
+    joined = _joined(keys)
     with self._reaching():
-      version, values = await read(keys=[names.current], args=[names.base, *keys])
+      version, values = await read(keys=[names.current], args=[names.base, joined])
       version, values = _decode(version, values, len(keys))
       if version is not None and (entity, version) not in self._checked:
         self._check(entity, version, await client.get(names.layout(version)))

@@ -339,6 +339,8 @@ RANK_BAD = [
     ({"user": {"key": "1"}, "items": []}, "items: expected a non-empty list"),
     ({"user": {"key": "1"}, "items": ["a"] * 2001}, "the limit is 2000"),
     ({"user": {"key": "1"}, "items": [1.5]}, "items[0]"),
+    ({"user": {"key": "1"}, "items": ["a", "b\0c"]}, "items[1]: an item key is a string (with"),
+    ({"user": {"key": "u\0"}, "items": ["a"]}, "user: expected"),
     ({"user": {"key": "1", "features": {"price": 1.0}}, "items": ["a"]},
      "user.features: unknown column 'price'"),
     ({"user": {"key": "1", "features": {"age": "old"}}, "items": ["a"]},

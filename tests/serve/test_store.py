@@ -91,6 +91,8 @@ def test_load_then_get_equals_the_parquet_rows(tmp_path, redis_url):
   assert values == [expected["item7"], None, expected["item49999"], None, expected["item7"]]
   assert store.get("item", []) == ("1", [])
   assert store.get("user", ["u1"]) == (None, [None])          # never loaded
+  with pytest.raises(StoreError, match="NUL"):                # the keys' separator on the wire
+    store.get("item", ["item7", "item\0x"])
 
 
 def test_embedded_and_redis_stores_give_the_same_answers(tmp_path, redis_url):
