@@ -23,7 +23,8 @@ import ml_collections
 from recjax.embedding import sparse_optim
 from recjax.embedding import tables as embedding_tables
 from recjax.errors import ConfigError
-from recjax.export.spec import EntitySpec, ExportSpec, ServingSpec  # noqa: F401 (re-exported)
+from recjax.export.spec import (  # noqa: F401 (re-exported)
+    EntitySpec, ExportSpec, ReplaySpec, ServingSpec)
 from recjax.features import spec as features_lib
 from recjax.input.spec import DataSpec, LabelSpec    # noqa: F401 (re-exported)
 from recjax.models import MODELS
@@ -295,7 +296,8 @@ def _export(config, done) -> dict:
 
 
 def _serving_schema(config, rest):
-  return {(): ServingSpec, ("user",): EntitySpec, ("item",): EntitySpec}.get(tuple(rest))
+  return {(): ServingSpec, ("user",): EntitySpec, ("item",): EntitySpec,
+          ("replay",): ReplaySpec}.get(tuple(rest))
 
 
 def _serving(config, done) -> dict:
@@ -304,8 +306,16 @@ def _serving(config, done) -> dict:
   values = config.serving.to_dict() if config.get("serving") else {}
   entities = {name: build(EntitySpec, values.pop(name), f"serving.{name}")
               for name in ("user", "item") if values.get(name) is not None}
+  replay = values.pop("replay", None)
+  if replay is not None:
+    entities["replay"] = build(ReplaySpec, replay, "serving.replay")
   serving = build(ServingSpec, values, "serving", **entities)
   read = {c for f in done["features"] for c in f.columns}
+  if serving.replay is not None and isinstance(serving.replay.min_present, dict):
+    for column in serving.replay.min_present:
+      if column not in read:
+        raise ConfigError(f"serving.replay.min_present: {column!r} is read by no feature; "
+                          f"{_nearest(str(column), read)}")
   owner = {}
   for name, entity in serving.entities().items():
     for column in entity.columns:

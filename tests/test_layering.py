@@ -28,6 +28,7 @@ LAYERS = (
     ("export",),
     ("train",),
     ("config",),
+    ("replay",),
     ("main", "serve", "stream", "search"),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

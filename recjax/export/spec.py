@@ -38,6 +38,47 @@ class EntitySpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplaySpec:
+  """The replay log (`serving.replay`): what the ranking service logs of each request it
+  scores, and how `recjax replay join / coverage` read it back."""
+  enabled: bool = True              # False: the section is kept, nothing is logged
+  dir: str = ""                     # where the Parquet parts go; "": <workdir>/replay
+  sample: float = 1.0               # share of rank requests logged (by event id, stable)
+  part_rows: int = 100_000          # a part closes at this many rows ...
+  flush_seconds: float = 5.0        # ... or this long after its first row: what a kill loses
+  max_buffered_rows: int = 2_000_000  # past this, rows are dropped (counted), never waited on
+  label_window_s: float = 3600.0    # a label event later than this after the impression is
+                                    #   outside the window: not joined (counted)
+  sum_labels: tuple[str, ...] = ()  # label columns summed over a row's events (watch time);
+                                    #   the others take the maximum (a click)
+  coverage_window_s: float = 3600.0  # `replay coverage` reports per window of this length
+  min_present: Any = 0.9            # a feature present (not defaulted) in fewer rows of a
+                                    #   window raises the alarm; {column: share} per column
+  max_psi: float = 0.25             # a feature whose distribution moved further from the
+                                    #   training data's (population stability index) too
+
+  def __post_init__(self):
+    if not 0 < self.sample <= 1:
+      raise ConfigError(f"serving.replay.sample: {self.sample} is not in (0, 1]")
+    for name in ("part_rows", "max_buffered_rows"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"serving.replay.{name}: {getattr(self, name)} is not 1 or more")
+    for name in ("flush_seconds", "label_window_s", "coverage_window_s", "max_psi"):
+      if getattr(self, name) <= 0:
+        raise ConfigError(f"serving.replay.{name}: {getattr(self, name)} is not positive")
+    shares = self.min_present if isinstance(self.min_present, dict) else {"": self.min_present}
+    for column, share in shares.items():
+      if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ConfigError(f"serving.replay.min_present{'.' + column if column else ''}: "
+                          f"{share!r} is not a share in [0, 1]")
+
+  def min_present_of(self, column: str) -> float:
+    if isinstance(self.min_present, dict):
+      return float(self.min_present.get(column, 0.9))
+    return float(self.min_present)
+
+
+@dataclasses.dataclass(frozen=True)
 class ServingSpec:
   """What `recjax serve` and the feature store need beyond the model. The raw columns the
   features read are the user's, the item's, or the request's context (the rest)."""
@@ -52,6 +93,7 @@ class ServingSpec:
   poll_seconds: float = 2.0         # how often the server looks for a new version
   defaults: Any = None              # {column: raw value} served for a missing entity or
                                     #   context value; else 0.0 for numbers, "" for strings
+  replay: ReplaySpec | None = None  # the replay log of scored requests; None: not logged
 
   def __post_init__(self):
     for name in ("cache_items", "max_candidates", "max_request_bytes"):

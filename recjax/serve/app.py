@@ -25,6 +25,7 @@ from aiohttp import web
 from recjax.export import ranking
 from recjax.export import writes
 from recjax.export.saved_model import SIGNATURE
+from recjax.replay import writer as replay_writer
 from recjax.serve import rest
 from recjax.serve import store as store_lib
 from recjax.serve.errors import StoreError
@@ -42,8 +43,10 @@ def _error(status: int, message: str) -> web.Response:
 class Server:
   """The handlers of one served model: its `versions`, `store` (None: no :rank), `metrics`."""
 
-  def __init__(self, experiment, versions, store=None, metrics=None, threads: int = 2):
+  def __init__(self, experiment, versions, store=None, metrics=None, threads: int = 2,
+               replay=None):
     self.name = experiment.export.model_name
+    self.replay = replay                  # a replay.writer.ReplayWriter, or None
     self.serving = experiment.serving
     self.versions = versions
     self.metrics = metrics or Metrics()
@@ -156,12 +159,18 @@ class Server:
       return _error(400, str(e))
     except StoreError as e:
       return _error(503, str(e))
-    return web.json_response(self.ranker.answer(parsed, scored))
+    scores = self.ranker.ranking_scores(scored)
+    if self.replay is not None:
+      self.replay.log(scored, parsed["request_id"], scores)
+    return web.json_response(self.ranker.answer(parsed, scored, scores))
 
   async def prometheus(self, request):
     loaded = self.versions.current
     self.metrics.version.set(loaded.version if loaded else 0)
     self.metrics.loads.set(self.versions.loads)
+    if self.replay is not None:
+      for name, value in self.replay.counts().items():
+        self.metrics.replay.labels(name).set(value)
     return web.Response(body=self.metrics.text(), content_type="text/plain")
 
 
@@ -177,11 +186,18 @@ def serve(experiment, workdir, host: str = "127.0.0.1", port: int = 8501,
   versions.poll()
   versions.start(experiment.serving.poll_seconds)
   store = store_lib.open_store(experiment) if experiment.serving.entities() else None
-  server = Server(experiment, versions, store)
+  replay = replay_writer.open_writer(experiment, workdir)
+  server = Server(experiment, versions, store, replay=replay)
   served = versions.current.version if versions.current else None
   print(json.dumps({"serving": experiment.export.model_name, "version": served,
                     "url": f"http://{host}:{port}/v1/models/{experiment.export.model_name}",
-                    "store": experiment.serving.store or "embedded"}), flush=True)
-  web.run_app(server.app(), host=host, port=port, print=None)
-  versions.stop()
+                    "store": experiment.serving.store or "embedded",
+                    **({"replay": str(replay.directory), "replay_rows_lost": replay.rows_lost}
+                       if replay else {})}), flush=True)
+  try:
+    web.run_app(server.app(), host=host, port=port, print=None)
+  finally:
+    versions.stop()
+    if replay is not None:
+      replay.close()
   return {"served": experiment.export.model_name, "version": served}

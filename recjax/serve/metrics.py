@@ -34,6 +34,11 @@ class Metrics:
     self.version = prom.Gauge("recjax_model_version", "The served model version", registry=r)
     self.loads = prom.Gauge("recjax_model_loads", "Model versions loaded since the start",
                             registry=r)
+    self.replay = prom.Gauge(
+        "recjax_replay", "The replay log's counts since the start: rows_logged, rows_written, "
+        "rows_dropped (buffer full), rows_failed (a part not written), rows_lost (accepted "
+        "by a killed server, never written), parts_written, requests_sampled_out",
+        ["count"], registry=r)
 
   def text(self) -> bytes:
     return prom.generate_latest(self.registry)

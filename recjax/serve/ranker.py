@@ -26,7 +26,7 @@ from recjax.serve import rest
 from recjax.serve.errors import StoreError, StoreUnavailable
 from recjax.serve.rest import BadRequest
 
-REQUEST_FIELDS = {"user", "items", "context", "top_k", "event_id"}
+REQUEST_FIELDS = {"user", "items", "context", "top_k", "event_id", "request_id"}
 
 
 class ItemCache:
@@ -128,8 +128,12 @@ class RankService:
     event_id = body.get("event_id") or uuid.uuid4().hex
     if not isinstance(event_id, str):
       raise BadRequest(f"event_id: expected a string, got {event_id!r}")
+    request_id = body.get("request_id") or event_id
+    if not isinstance(request_id, str):
+      raise BadRequest(f"request_id: expected a string, got {request_id!r}")
     return {"user_key": str(user["key"]), "user": features, "context": context,
-            "items": [str(k) for k in items], "top_k": top_k, "event_id": event_id}
+            "items": [str(k) for k in items], "top_k": top_k, "event_id": event_id,
+            "request_id": request_id}
 
   def _values(self, values, allowed, field: str) -> dict:
     """Raw values of `allowed` columns, checked: a number for a numeric column; a string,
@@ -245,11 +249,15 @@ class RankService:
     return Scored(request["event_id"], loaded.version, request["user_key"], request["items"],
                   columns, defaulted_user, defaulted_items, outputs)
 
-  def answer(self, request, scored: Scored) -> dict:
-    """Items by descending score (the first binary output, else the first), top_k of them."""
+  @staticmethod
+  def ranking_scores(scored: Scored) -> np.ndarray:
+    """The score items are ranked by: the first binary output, else the first output."""
     name = saved_model.OUTPUT if saved_model.OUTPUT in scored.scores else next(
         iter(sorted(scored.scores)))
-    scores = np.asarray(scored.scores[name]).reshape(len(scored.item_keys), -1)[:, 0]
+    return np.asarray(scored.scores[name]).reshape(len(scored.item_keys), -1)[:, 0]
+
+  def answer(self, request, scored: Scored, scores: np.ndarray) -> dict:
+    """Items by descending `scores` (`ranking_scores`), top_k of them."""
     order = np.argsort(-scores, kind="stable")[: request["top_k"]]
     return {"model_version": str(scored.version), "event_id": scored.event_id,
             "items": [{"key": scored.item_keys[i], "score": float(scores[i])} for i in order],
