@@ -169,7 +169,7 @@ def main():
     server = subprocess.Popen(
         [sys.executable, "-m", "recjax.main", "serve", "--config", config, "--workdir",
          str(workdir), "--store", store, "--port", str(port),
-         "--config.serving.poll_seconds=0.5"],
+         "--config.serving.poll_seconds=0.5", "--config.serving.replay.enabled=False"],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     started = json.loads(server.stdout.readline())

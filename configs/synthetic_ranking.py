@@ -104,7 +104,10 @@ def get_config(arg=None):
   config.export = dict(enabled=True)
   config.serving = dict(
       user=dict(key="user_id", columns=USER, files=(paths["users.parquet"],)),
-      item=dict(key="item_id", columns=ITEM, files=(paths["items.parquet"],)))
+      item=dict(key="item_id", columns=ITEM, files=(paths["items.parquet"],)),
+      # the replay log of what was served (<workdir>/replay): `recjax replay join` makes the
+      # next training data of it, with the clicks of the 30 minutes after an impression
+      replay=dict(flush_seconds=2.0, label_window_s=1800.0, coverage_window_s=600.0))
   if arg == "smoke":
     config.train.update(batch_size=256, steps=80, log_every=20, checkpoint_every=80,
                         eval_batch_size=2048)

@@ -8,6 +8,9 @@
   recjax serve    --config ... --workdir DIR [--store redis://H:P/DB] [--host H] [--port P]
   recjax features load --config ... --entity user|item [--input FILES] [--store URL]
   recjax prepare  --dataset movielens|amazon_electronics [--variant full|smoke] [--source DIR]
+  recjax replay join     --config ... --replay DIR --labels GLOB --output DIR [--engine duckdb|spark]
+  recjax replay coverage --config ... --replay DIR [--output report.json] [--plot coverage.png]
+  recjax replay verify   --config ... --workdir DIR --replay DIR
 
 `train` resumes from the workdir's last checkpoint, then evaluates and exports (unless
 --no-eval / --no-export) and prints a one-line JSON summary. `prepare` writes the files a
@@ -78,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
   stats.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
   stats.add_argument("--split", default="train", choices=("train", "eval"))
   stats.add_argument("--output", help="JSON file of the statistics")
+  replay = commands.add_parser("replay", help="the replay log: join labels to it (training "
+                               "data), watch its coverage, re-score it (parity)")
+  replay.add_argument("action", choices=("join", "coverage", "verify"))
+  replay.add_argument("--config", required=True, help="configs/<exp>.py[:arg]")
+  replay.add_argument("--replay", required=True, help="the replay log's directory")
+  replay.add_argument("--labels", help="join: Parquet files of label events (a glob)")
+  replay.add_argument("--output", help="join: the output directory; coverage: report.json")
+  replay.add_argument("--engine", default="duckdb", choices=("duckdb", "spark"))
+  replay.add_argument("--key", default="event_id", choices=("event_id", "request_id"),
+                      help="join: what label events name the impression by")
+  replay.add_argument("--until-ms", type=int, help="join: labels are complete up to this "
+                      "time (default: the latest label event)")
+  replay.add_argument("--plot", help="coverage: a PNG of every feature's coverage over time")
+  replay.add_argument("--workdir", help="verify: the run whose exports and checkpoints served")
   prepare = commands.add_parser("prepare", help="write the files a dataset's configs read "
                                 f"(under ${paths.PREPARED_ENV}, from ${paths.DATA_ENV})")
   prepare.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -95,6 +112,26 @@ def _prepare(parser, args) -> dict:
     parser.error(f"--variant {variant!r}: {args.dataset} has {', '.join(module.VARIANTS)}")
   return {"dataset": args.dataset, "variant": variant,
           "files": module.prepare_variant(variant, args.source)}
+
+
+def _replay(parser, args, experiment) -> dict:
+  if args.action == "join":
+    if not args.labels or not args.output:
+      parser.error("replay join needs --labels and --output")
+    from recjax.replay import join
+    return join.join(experiment, args.replay, args.labels, args.output, args.engine, args.key,
+                     args.until_ms)
+  if args.action == "coverage":
+    from recjax.replay import coverage
+    summary = coverage.run(experiment, args.replay, args.output, args.plot)
+    if summary["alarms"]:
+      print(json.dumps(summary), flush=True)
+      sys.exit(coverage.ALARM_STATUS)
+    return summary
+  if not args.workdir:
+    parser.error("replay verify needs --workdir")
+  from recjax.replay import verify
+  return verify.verify(experiment, args.workdir, args.replay)
 
 
 def _check_prepared(experiment, args) -> None:
@@ -141,6 +178,8 @@ def run(argv) -> dict:
   if args.command == "stats":
     from recjax.input import stats
     return stats.run(experiment, args.split, args.output)
+  if args.command == "replay":
+    return _replay(parser, args, experiment)
   from recjax.train import loop as train       # jax, flax, TF: only after the config is known to be valid
   if args.command == "train":
     return train.train_and_evaluate(experiment, args.workdir, run_eval=not args.no_eval,

@@ -7,7 +7,7 @@ The join, one SQL text run by DuckDB (embedded, the default) or Spark SQL (`engi
 a cluster at scale) with the same rows out:
 
   1. a served row repeated under one (key, item_key) (a retried request) counts once: the
-     first served (served_at_ms, then position);
+     first served (served_at_ms, then candidate);
   2. a label event repeated exactly (a client retrying its callback) counts once;
   3. a served row takes the label events of its key and item within `label_window_s` after it
      was served: per label column the maximum (a click is a click), or the sum for the
@@ -68,7 +68,7 @@ def sql(plan: Plan, quote) -> tuple[str, str]:
   common = f"""
 WITH ranked AS (
   SELECT *, ROW_NUMBER() OVER (PARTITION BY {key}, {item}
-                               ORDER BY {q('served_at_ms')}, {q('position')}) AS replay_rank
+                               ORDER BY {q('served_at_ms')}, {q('candidate')}) AS replay_rank
   FROM replay),
 r AS (SELECT * FROM ranked WHERE replay_rank = 1),
 l AS (SELECT DISTINCT {key}, {item}, {q('at_ms')}, {labels} FROM labels),

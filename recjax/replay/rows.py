@@ -8,7 +8,7 @@ item, a missing context value, a store that was down) and served as their defaul
 coverage and training can tell a real value from a filled one.
 
   event_id, request_id     the ranking event (labels join on it) and the caller's request
-  served_at_ms, model_version, user_key, item_key, position (in the request), score
+  served_at_ms, model_version, user_key, item_key, candidate (its index in the request), score
   defaulted, defaulted_reason   lists of column names and their reasons
   <raw columns>            float32 for numeric inputs, strings for the others
 
@@ -27,7 +27,7 @@ from recjax.export import saved_model
 
 META = {"event_id": pa.string(), "request_id": pa.string(), "served_at_ms": pa.int64(),
         "model_version": pa.int64(), "user_key": pa.string(), "item_key": pa.string(),
-        "position": pa.int32(), "score": pa.float32(),
+        "candidate": pa.int32(), "score": pa.float32(),
         "defaulted": pa.list_(pa.string()), "defaulted_reason": pa.list_(pa.string())}
 
 
@@ -65,7 +65,7 @@ def table(requests: list[Request], log_schema: pa.Schema, item_columns) -> pa.Ta
       "model_version": np.repeat([r.scored.version for r in requests], counts).astype(np.int64),
       "user_key": _repeat([r.scored.user_key for r in requests], counts),
       "item_key": list(itertools.chain.from_iterable(r.scored.item_keys for r in requests)),
-      "position": np.concatenate([np.arange(n, dtype=np.int32) for n in counts]),
+      "candidate": np.concatenate([np.arange(n, dtype=np.int32) for n in counts]),
       "score": np.concatenate([np.asarray(r.scores, np.float32).reshape(-1) for r in requests]),
   }
   names, reasons = [], []

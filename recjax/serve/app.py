@@ -46,10 +46,14 @@ class Server:
   def __init__(self, experiment, versions, store=None, metrics=None, threads: int = 2,
                replay=None):
     self.name = experiment.export.model_name
+    self.metrics = metrics or Metrics()
     self.replay = replay                  # a replay.writer.ReplayWriter, or None
+    if replay is not None:                # its counts, read when /metrics is
+      for name in replay.counts():
+        self.metrics.replay.labels(name).set_function(
+            lambda name=name: replay.counts()[name])
     self.serving = experiment.serving
     self.versions = versions
-    self.metrics = metrics or Metrics()
     self.executor = concurrent.futures.ThreadPoolExecutor(threads, "recjax-model")
     self.ranker = None
     if store is not None and self.serving.item is not None and self.serving.item.columns:
@@ -168,9 +172,6 @@ class Server:
     loaded = self.versions.current
     self.metrics.version.set(loaded.version if loaded else 0)
     self.metrics.loads.set(self.versions.loads)
-    if self.replay is not None:
-      for name, value in self.replay.counts().items():
-        self.metrics.replay.labels(name).set(value)
     return web.Response(body=self.metrics.text(), content_type="text/plain")
 
 

@@ -26,7 +26,7 @@ def _expected_rows(scored, request_id, scores) -> list[dict]:
   for i, key in enumerate(scored.item_keys):
     row = {"event_id": scored.event_id, "request_id": request_id,
            "model_version": scored.version, "user_key": scored.user_key, "item_key": key,
-           "position": i, "score": float(np.float32(scores[i]))}
+           "candidate": i, "score": float(np.float32(scores[i]))}
     names = list(scored.defaulted_user)
     reasons = list(scored.defaulted_user.values())
     if i in scored.defaulted_items:
@@ -153,8 +153,8 @@ def test_a_raw_column_named_like_a_log_column_is_a_config_error():
   config.data = dict(train=("unused.csv",))
   config.label = dict(column="label")
   config.features = dict(user_id=dict(kind="id", hash_bucket_size=97),
-                         position=dict(kind="numeric"))
+                         candidate=dict(kind="numeric"))
   config.groups = dict(deep=dict(features=("user_id",), dim=4))
   config.model = dict(name="deepfm", first_order_group="deep", fm_group="deep")
-  with pytest.raises(ConfigError, match="'position'"):
+  with pytest.raises(ConfigError, match="'candidate'"):
     rows_lib.schema(config_lib.experiment(config, "clash"))
