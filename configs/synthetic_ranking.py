@@ -107,7 +107,8 @@ def get_config(arg=None):
       item=dict(key="item_id", columns=ITEM, files=(paths["items.parquet"],)),
       # the replay log of what was served (<workdir>/replay): `recjax replay join` makes the
       # next training data of it, with the clicks of the 30 minutes after an impression
-      replay=dict(flush_seconds=2.0, label_window_s=1800.0, coverage_window_s=600.0))
+      replay=dict(flush_seconds=2.0, label_window_s=1800.0, coverage_window_s=600.0,
+                  min_present=0.9, max_psi=0.25))
   if arg == "smoke":
     config.train.update(batch_size=256, steps=80, log_every=20, checkpoint_every=80,
                         eval_batch_size=2048)

@@ -9,7 +9,8 @@ by the training data's most frequent values plus "other".
 
 A window alarms for a column when its present share falls below `min_present` x the
 column's present share in the training data (a column that is often empty in training is
-held to that), or its PSI exceeds `max_psi`. `run` prints each alarm naming the column and
+held to that), or its PSI exceeds `max_psi` in a window of at least PSI_MIN_EVENTS requests
+(a user's columns take one value per request: fewer requests are too few to judge by). `run` prints each alarm naming the column and
 window and returns them; the command exits with ALARM_STATUS when there is one, so a
 scheduler can act on it. `plot` draws the present share of every column over time, the
 alarmed ones in red, as a PNG.
@@ -27,8 +28,8 @@ from recjax.replay import verify
 ALARM_STATUS = 3
 TOP = 20
 BUCKETS = 10
-EPSILON = 1e-4
 REFERENCE_ROWS = 200_000
+PSI_MIN_EVENTS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,10 @@ def _empty(values: np.ndarray, numeric: bool) -> np.ndarray:
 
 
 def _histogram(values: np.ndarray, ref: Reference) -> np.ndarray:
-  """The shares of `values` (present ones) over the reference's bins."""
+  """The shares of `values` (present ones) over the reference's bins, each bin given half a
+  row more (additive smoothing: a bin a small window happens to miss is not infinitely far)."""
   if len(values) == 0:
-    return np.zeros(len(ref.shares))
+    return np.full(len(ref.shares), 1 / len(ref.shares))
   if ref.numeric:
     counts = np.bincount(np.searchsorted(ref.edges, values.astype(np.float64), side="right"),
                          minlength=len(ref.edges) + 1)
@@ -58,34 +60,32 @@ def _histogram(values: np.ndarray, ref: Reference) -> np.ndarray:
     index = {v: i for i, v in enumerate(ref.values)}
     counts = np.bincount([index.get(v, len(ref.values)) for v in values],
                          minlength=len(ref.values) + 1)
+  counts = counts + 0.5
   return counts / counts.sum()
 
 
 def psi(shares: np.ndarray, reference: np.ndarray) -> float:
-  p, q = np.maximum(shares, EPSILON), np.maximum(reference, EPSILON)
-  return float(np.sum((p - q) * np.log(p / q)))
+  """The population stability index: sum of (p - q) ln(p / q) over the bins."""
+  return float(np.sum((shares - reference) * np.log(shares / reference)))
 
 
 def reference(experiment, columns) -> dict[str, Reference]:
-  """The training data's distribution of each column (its first REFERENCE_ROWS rows)."""
+  """The training data's distribution of each column (about REFERENCE_ROWS rows of it)."""
   from recjax.input import pipeline as input_lib
   from recjax.input import readers
   numeric = {c for f in experiment.features for c in f.numeric_columns}
   files = input_lib.resolve_files(experiment.data.train, "data.train")
-  parts, rows = [], 0
-  for path in files:
-    read = readers.read(path, experiment.data, list(columns), numeric)
-    parts.append(read.columns)
-    rows += len(read.columns[columns[0]])
-    if rows >= REFERENCE_ROWS:
-      break
+  parts = [readers.read(path, experiment.data, list(columns), numeric).columns
+           for path in files]
   out = {}
   for column in columns:
-    values = np.concatenate([p[column] for p in parts])[:REFERENCE_ROWS]
+    values = np.concatenate([p[column] for p in parts])
+    values = values[::max(1, len(values) // REFERENCE_ROWS)]    # spread over the whole span
     is_numeric = column in numeric
     empty = _empty(values, is_numeric)
     present = values[~empty]
-    if is_numeric:
+    if is_numeric:       # as served: float32 (a value at a bucket edge stays on its side)
+      present = present.astype(np.float32).astype(np.float64)
       edges = np.unique(np.quantile(present.astype(np.float64),
                                     np.linspace(0, 1, BUCKETS + 1)[1:-1])) if len(present) else (
           np.zeros(0))
@@ -117,6 +117,7 @@ def compute(experiment, replay_dir) -> dict:
     where = np.flatnonzero(start == begin)
     rows = log.take(pa.array(where))
     n = len(where)
+    events = len(set(rows["event_id"].to_pylist()))
     out = {}
     for column in columns:
       numeric = specs[column].dtype.name == "float32"
@@ -137,11 +138,11 @@ def compute(experiment, replay_dir) -> dict:
                        "reason": f"present in {stats['present']:.1%} of rows; the floor is "
                                  f"{floor:.1%} ({spec.min_present_of(column):g} x "
                                  f"{ref.present:.1%} in training)"})
-      elif stats["psi"] is not None and stats["psi"] > spec.max_psi:
+      elif stats["psi"] is not None and stats["psi"] > spec.max_psi and events >= PSI_MIN_EVENTS:
         alarms.append({"column": column, "window_start_ms": int(begin), "rows": n,
                        "reason": f"PSI {stats['psi']:.3f} against the training data is over "
                                  f"{spec.max_psi:g}"})
-    windows.append({"start_ms": int(begin), "rows": n, "columns": out})
+    windows.append({"start_ms": int(begin), "rows": n, "events": events, "columns": out})
   return {"rows": log.num_rows, "window_s": spec.coverage_window_s, "windows": windows,
           "alarms": alarms,
           "training_present": {c: r.present for c, r in refs.items()}}

@@ -200,8 +200,9 @@ def directory_of(experiment, workdir) -> pathlib.Path:
   return pathlib.Path(spec.dir) if spec and spec.dir else pathlib.Path(workdir) / "replay"
 
 
-def open_writer(experiment, workdir) -> ReplayWriter | None:
-  """The writer `serving.replay` configures (None when it is not configured)."""
+def open_writer(experiment, workdir, directory=None, clock=time.time) -> ReplayWriter | None:
+  """The writer `serving.replay` configures (None when it is not configured), into
+  `directory` (default `directory_of`)."""
   spec = experiment.serving.replay
   if spec is None or not spec.enabled:
     return None
@@ -209,4 +210,5 @@ def open_writer(experiment, workdir) -> ReplayWriter | None:
   item = experiment.serving.item
   item_columns = [c for c in (item.columns if item else ()) if c in schema.names
                   and c != item.key]
-  return ReplayWriter(directory_of(experiment, workdir), spec, schema, item_columns)
+  return ReplayWriter(directory or directory_of(experiment, workdir), spec, schema,
+                      item_columns, clock)

@@ -5,6 +5,7 @@ store stopped serving, and a killed server's losses are counted when it restarts
 import asyncio
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -32,14 +33,12 @@ from tests.conftest import ROOT, run_cli
 from tests.replay.conftest import SMOKE, experiment, requests
 
 
-def _serve_and_log(experiment_, workdir, bodies, replay_dir, store=None):
-  """Sends `bodies` to an in-process server logging to `replay_dir`; the answers."""
+def _serve_and_log(experiment_, workdir, bodies, replay_dir, store=None, clock=time.time):
+  """Sends `bodies` to an in-process server logging to `replay_dir` (the writer reading
+  `clock`); the answers, the writer, the server."""
   versions = versions_lib.of(experiment_, writes.base_path(experiment_, workdir))
   assert versions.poll(), versions.errors
-  replay = writer_lib.open_writer(
-      dataclasses.replace(experiment_, serving=dataclasses.replace(
-          experiment_.serving, replay=dataclasses.replace(experiment_.serving.replay,
-                                                          dir=str(replay_dir)))), workdir)
+  replay = writer_lib.open_writer(experiment_, workdir, replay_dir, clock)
   server = Server(experiment_, versions, store or store_lib.EmbeddedStore(experiment_),
                   replay=replay)
 
@@ -99,3 +98,49 @@ def test_the_log_holds_what_was_scored_and_re_scores_to_it(ranking_run, tmp_path
       for f in exp.features))
   with pytest.raises(DataError, match=r"events: ev-\d+"):
     verify_lib.verify(changed, workdir, tmp_path / "replay")
+
+
+class _StopsServing:
+  """The embedded store, but after `after` item fetches it answers one column empty (a
+  feature pipeline that stopped filling it), as a store left half-loaded would."""
+
+  def __init__(self, store, experiment_, column: str, after: int):
+    self.store, self.after, self.calls = store, after, 0
+    self.index = experiment_.serving.item.columns.index(column)
+
+  async def aget(self, entity, keys):
+    version, values = await self.store.aget(entity, keys)
+    if entity == "item":
+      self.calls += 1
+      if self.calls > self.after:
+        values = [None if v is None else v[:self.index] + ("",) + v[self.index + 1:]
+                  for v in values]
+    return version + ("-blank" if entity == "item" and self.calls > self.after else ""), values
+
+
+def test_coverage_alarms_for_the_feature_the_store_stopped_serving_and_no_other(ranking_run,
+                                                                                tmp_path):
+  workdir, files = ranking_run
+  exp = experiment(coverage_window_s=6.0, min_present=0.8, max_psi=0.5)
+  store = _StopsServing(store_lib.EmbeddedStore(exp), exp, "brand", after=120)
+  bodies = requests(files, 240, candidates=10, split="train")   # traffic like training's
+  ticks = itertools.count()               # 0.05 s a request: a 6 s window holds 120
+
+  _serve_and_log(exp, workdir, bodies, tmp_path / "replay", store,
+                 clock=lambda: 1.8e9 + next(ticks) * 0.05)
+  report = coverage_lib.compute(exp, tmp_path / "replay")
+  assert {a["column"] for a in report["alarms"]} == {"brand"}
+  first, last = report["windows"][0], report["windows"][-1]
+  assert first["columns"]["brand"]["present"] == 1.0
+  assert last["columns"]["brand"] == {**last["columns"]["brand"], "present": 0.0, "empty": 1.0}
+  assert all(w["columns"]["city"]["present"] == 1.0 for w in report["windows"])
+  result = run_cli("replay", "coverage", "--config", SMOKE, "--replay", tmp_path / "replay",
+                   "--output", tmp_path / "report.json", "--plot", tmp_path / "coverage.png",
+                   "--config.serving.replay.coverage_window_s=6.0",
+                   "--config.serving.replay.min_present=0.8",
+                   "--config.serving.replay.max_psi=0.5", check=False)
+  assert result.returncode == coverage_lib.ALARM_STATUS, result.stderr[-2000:]
+  assert "recjax: alarm: brand: window at" in result.stdout
+  assert "alarm: city" not in result.stdout
+  assert (tmp_path / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert json.loads((tmp_path / "report.json").read_text())["alarms"][0]["column"] == "brand"
