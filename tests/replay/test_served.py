@@ -3,7 +3,6 @@ log re-scores to the same values (SavedModel and JAX), coverage names the one fe
 store stopped serving, and a killed server's losses are counted when it restarts."""
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -12,11 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -144,3 +141,60 @@ def test_coverage_alarms_for_the_feature_the_store_stopped_serving_and_no_other(
   assert "alarm: city" not in result.stdout
   assert (tmp_path / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert json.loads((tmp_path / "report.json").read_text())["alarms"][0]["column"] == "brand"
+
+
+def _start_server(workdir, port, replay_dir):
+  process = subprocess.Popen(
+      [sys.executable, "-m", "recjax.main", "serve", "--config", SMOKE, "--workdir",
+       str(workdir), "--port", str(port), "--config.serving.replay.flush_seconds=0.5",
+       f"--config.serving.replay.dir={replay_dir}"],
+      stdout=subprocess.PIPE, text=True, cwd=ROOT,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  started = json.loads(process.stdout.readline())
+  deadline = time.time() + 120
+  while True:
+    try:
+      with urllib.request.urlopen(started["url"], timeout=5):
+        return process, started
+    except OSError:
+      assert time.time() < deadline, "the server did not answer within 120 s"
+      time.sleep(0.2)
+
+
+def test_a_server_killed_mid_traffic_leaves_readable_parts_and_counts_its_losses(
+    ranking_run, tmp_path):
+  workdir, files = ranking_run
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  replay_dir = tmp_path / "replay"
+  process, started = _start_server(workdir, port, replay_dir)
+  answered = []                                     # (time, rows) of each answered request
+  try:
+    for body in requests(files, 400, candidates=10):
+      request = urllib.request.Request(started["url"] + ":rank", json.dumps(body).encode(),
+                                       {"Content-Type": "application/json"})
+      with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200
+      answered.append((time.monotonic(), len(body["items"])))
+      if len(answered) == 150:
+        killed_at = time.monotonic()
+        process.send_signal(signal.SIGKILL)         # mid-traffic: no flush, no cleanup
+        break
+  finally:
+    process.kill()
+    process.wait(timeout=30)
+  sent = sum(n for _, n in answered)
+  written = sum(pq.read_table(p).num_rows for p in writer_lib.parts(replay_dir))  # readable
+  recent = sum(n for t, n in answered if t > killed_at - 0.5 - 1.0)   # the flush bound + 1 s
+  assert 0 < written <= sent and sent - written <= recent
+  process, restarted = _start_server(workdir, port, replay_dir)
+  try:
+    assert restarted["replay_rows_lost"] == sent - written
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+      text = r.read().decode()
+    assert f'recjax_replay{{count="rows_lost"}} {float(sent - written)}' in text
+  finally:
+    process.terminate()
+    process.wait(timeout=30)
+  assert not list(replay_dir.glob(".tmp-*"))
