@@ -421,3 +421,24 @@ def _logs(rng, world, user_table, user, item_table, item, train: int, evals: int
            "eval_click_rate": float(click[train:].mean()),
            "teacher_eval_auc": _auc(click[train:], p[train:])}
   return pa.table(columns), stats
+
+
+def teacher(variant: str):
+  """The hidden teacher of a variant, for simulated traffic (benchmarks/loop.py): a function
+  (user indices, item indices, context {hour, weekday, page index, position, network index})
+  -> click probabilities, rebuilt by replaying `prepare`'s generator, and the entity tables."""
+  params = VARIANTS[variant]
+  rng = np.random.default_rng(0)
+  world = _world(rng)
+  item_table, item = _items(rng, world, params["items"])
+  user_table, user = _users(rng, world, params["users"], item)
+  train, n = params["train_rows"], params["train_rows"] + params["eval_rows"]   # as _logs
+  u = rng.choice(len(user["weight"]), n, p=user["weight"])
+  preferred = user["draw"](rng, _pick_liked(rng, user["liked"][u], user["n_liked"][u], 1)[:, 0])
+  popular = rng.choice(len(item["popularity"]), n, p=item["popularity"])
+  i = np.where(rng.random(n) < 0.5, preferred, popular)
+  context = _context(rng, np.concatenate([_timestamps(rng, train, 0, TRAIN_DAYS), _timestamps(
+      rng, n - train, TRAIN_DAYS, EVAL_DAYS)]))
+  base = _base_logit(_logits(world, user, item, u, i, context)[:train], CLICK_RATE)
+  return (lambda u, i, context: _sigmoid(base + _logits(world, user, item, u, i, context)),
+          {"users": user_table, "items": item_table, "user": user, "item": item})
