@@ -68,7 +68,8 @@ def jax_scores(experiment, workdir, step: int, rows: pa.Table, specs) -> np.ndar
   with tempfile.TemporaryDirectory() as tmp:
     path = pathlib.Path(tmp) / "rows.parquet"
     pq.write_table(rows.select(sorted(specs)), path)
-    data = dataclasses.replace(experiment.data, format="parquet", eval=(str(path),))
+    data = dataclasses.replace(experiment.data, format="parquet", eval=(str(path),),
+                               synthetic=None, columns=())
     split = input_lib.load_split(dataclasses.replace(experiment, data=data), "eval",
                                  with_labels=False)
     predictions = train.predict(experiment, state, split, mesh)
