@@ -5,8 +5,8 @@
   1. day 1: `recjax train` on the world's impressions (configs/synthetic_ranking.py);
   2. serve it (the ranking service in this process over localhost HTTP, the embedded store)
      to simulated traffic: a user drawn by activity, 100 candidates by popularity, a context;
-     first `--requests` / 4 requests with the replay log off, then all with it on
-     (`serving_p99_ratio_replay_on_off`);
+     `--requests` requests with the replay log off, then as many with it on
+     (`serving_p99_ratio_replay_on_off`, after 10 warm-up requests);
   3. the world's hidden teacher decides each candidate's click; a click's callback arrives
      after an exponential delay (mean 5 minutes), a few after the 30-minute label window;
   4. `recjax replay join` (DuckDB, and Spark when pyspark and Java are there: the same rows?)
@@ -66,7 +66,8 @@ class Traffic:
   def request(self, at_ms: int, candidates: int) -> tuple[dict, dict]:
     rng, w = self.rng, self.world
     u = int(rng.choice(len(self.user_weight), p=self.user_weight))
-    items = np.unique(rng.choice(len(self.popularity), candidates, p=self.popularity))
+    items = np.sort(rng.choice(len(self.popularity), candidates, replace=False,
+                               p=self.popularity))
     seconds = at_ms // 1000
     context = {"hour": int(seconds // 3600 % 24), "weekday": int((seconds // 86400 + 3) % 7),
                "page": int(rng.choice(len(w.PAGES), p=[0.35, 0.25, 0.2, 0.15, 0.05])),
@@ -123,7 +124,7 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
   now = [start_ms]
   made = [traffic.request(start_ms + k * 2000, args.candidates) for k in range(args.requests)]
   off = [traffic.request(start_ms - k * 2000, args.candidates)[0]
-         for k in range(args.requests // 4)]
+         for k in range(args.requests + 10)]
   warm = Server(experiment, versions, store)
   off_latencies = asyncio.run(_serve(warm, off, lambda body: None))[10:]
   writer = writer_lib.open_writer(experiment, workdir, replay_dir, clock=lambda: now[0] / 1000)
@@ -136,7 +137,7 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
     now[0] = start_ms + k * 2000
     truths[body["event_id"]] = (now[0], made[k][1])
 
-  on_latencies = asyncio.run(_serve(server, [b for b, _ in made], on_request))
+  on_latencies = asyncio.run(_serve(server, [b for b, _ in made], on_request))[10:]
   writer.close()
   events, outside = [], 0
   window_ms = experiment.serving.replay.label_window_s * 1000
@@ -147,12 +148,11 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
         outside += at > served_ms + window_ms
         events.append({"event_id": event_id, "item_key": f"i{item}", "at_ms": at,
                        "click": 1.0})
-  if events:                              # the callback of the last click closes the windows
-    events.append({**events[-1], "at_ms": start_ms + args.requests * 2000 + int(window_ms)})
   figures = {"requests": len(made), "rows_logged": writer.rows_logged,
              "rows_written": writer.rows_written, "rows_lost": writer.rows_lost + (
                  writer.rows_logged - writer.rows_written),
-             "clicks": len(events) - 1, "labels_outside_window_expected": outside,
+             "clicks": len(events), "labels_outside_window_expected": outside,
+             "until_ms": start_ms + len(made) * 2000 + int(window_ms),
              "p99_ms_replay_off": round(float(np.percentile(off_latencies, 99)) * 1000, 2),
              "p99_ms_replay_on": round(float(np.percentile(on_latencies, 99)) * 1000, 2)}
   figures["serving_p99_ratio_replay_on_off"] = round(
@@ -212,26 +212,28 @@ def main():
     start = time.perf_counter()
     day1 = _cli("train", "--config", config, "--workdir", tmp / "day1", "--no-eval",
                 "--config.train.progress_bar=False")
-    _print("day1_train", step=day1.get("step"), seconds=round(time.perf_counter() - start, 1))
+    _print("day1_train", steps=experiment.train.steps, rows=day1.get("train_rows"),
+           seconds=round(time.perf_counter() - start, 1))
     traffic = Traffic(world_lib, args.variant, seed=1)
     start_ms = (world_lib.START + (world_lib.TRAIN_DAYS + world_lib.EVAL_DAYS) * 86400) * 1000
     labels, figures = serve_traffic(args, experiment, tmp / "day1", traffic, tmp / "replay",
                                     start_ms)
     pq.write_table(labels, tmp / "labels.parquet")
+    until = figures.pop("until_ms")         # every window has closed: no row is pending
     _print("serve", **figures)
     summary |= figures
     duck = join_lib.join(experiment, tmp / "replay", str(tmp / "labels.parquet"),
-                         tmp / "joined")
+                         tmp / "joined", until_ms=until)
     _print("join_duckdb", **duck)
     summary |= {"rows_joined": duck["rows_joined"], "rows_pending": duck["rows_pending"],
                 "labels_outside_window": duck["labels_outside_window"],
                 "join_seconds_duckdb": duck["seconds"]}
     try:
       spark = join_lib.join(experiment, tmp / "replay", str(tmp / "labels.parquet"),
-                            tmp / "joined_spark", engine="spark")
-      same = (pq.read_table(spark["output"]).sort_by([("event_id", "ascending"), (
-          "item_key", "ascending")]).equals(pq.read_table(duck["output"]).sort_by(
-              [("event_id", "ascending"), ("item_key", "ascending")])))
+                            tmp / "joined_spark", engine="spark", until_ms=until)
+      order = [("event_id", "ascending"), ("item_key", "ascending")]
+      same = (pq.read_table(spark["output"]).sort_by(order).to_pylist()
+              == pq.read_table(duck["output"]).sort_by(order).to_pylist())
       summary |= {"join_seconds_spark": spark["seconds"], "spark_equals_duckdb": same}
     except Exception as e:     # noqa: BLE001 - no pyspark or no Java: say so, go on
       summary |= {"join_seconds_spark": None, "spark_equals_duckdb": None,

@@ -195,7 +195,7 @@ def _spark(plan, replay_files, label_files, path) -> dict:
   spark = (SparkSession.builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
            .appName("recjax-replay-join").config("spark.ui.enabled", "false")
            .config("spark.sql.shuffle.partitions", "8")
-           .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+           .config("spark.ui.showConsoleProgress", "false")
            .getOrCreate())
   try:
     spark.read.parquet(*replay_files).createOrReplaceTempView("replay")
