@@ -5,8 +5,8 @@
   1. day 1: `recjax train` on the world's impressions (configs/synthetic_ranking.py);
   2. serve it (the ranking service in this process over localhost HTTP, the embedded store)
      to simulated traffic: a user drawn by activity, 100 candidates by popularity, a context;
-     `--requests` requests with the replay log off, then as many with it on
-     (`serving_p99_ratio_replay_on_off`, after 10 warm-up requests);
+     `--requests` requests to a server with the replay log, each after one to a server of
+     the same model and store without it (`serving_p99_ratio_replay_on_off`; 10 warm-up);
   3. the world's hidden teacher decides each candidate's click; a click's callback arrives
      after an exponential delay (mean 5 minutes), a few after the 30-minute label window;
   4. `recjax replay join` (DuckDB, and Spark when pyspark and Java are there: the same rows?)
@@ -96,19 +96,27 @@ class Traffic:
     pq.write_table(pa.Table.from_pylist(rows[:n]), path)
 
 
-async def _serve(server, bodies, on_request) -> list[float]:
+async def _post(client, body) -> float:
+  start = time.perf_counter()
+  r = await client.post("/v1/models/synthetic_ranking:rank", json=body)
+  answer = await r.json()
+  if r.status != 200:
+    raise RuntimeError(f"rank answered {r.status}: {answer}")
+  return time.perf_counter() - start
+
+
+async def _serve_both(off_server, off_bodies, on_server, on_bodies, on_request):
+  """Alternates one request to the server without the replay log and one to the server
+  with it (the same model and store), so drift over the run hits both alike."""
   from aiohttp.test_utils import TestClient, TestServer
-  latencies = []
-  async with TestClient(TestServer(server.app(), host="127.0.0.1")) as client:
-    for body in bodies:
-      on_request(body)
-      start = time.perf_counter()
-      r = await client.post("/v1/models/synthetic_ranking:rank", json=body)
-      answer = await r.json()
-      latencies.append(time.perf_counter() - start)
-      if r.status != 200:
-        raise RuntimeError(f"rank answered {r.status}: {answer}")
-  return latencies
+  off, on = [], []
+  async with TestClient(TestServer(off_server.app(), host="127.0.0.1")) as off_client, \
+      TestClient(TestServer(on_server.app(), host="127.0.0.1")) as on_client:
+    for off_body, on_body in zip(off_bodies, on_bodies):
+      off.append(await _post(off_client, off_body))
+      on_request(on_body)
+      on.append(await _post(on_client, on_body))
+  return off[10:], on[10:]
 
 
 def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
@@ -123,10 +131,7 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
   store = store_lib.EmbeddedStore(experiment)
   now = [start_ms]
   made = [traffic.request(start_ms + k * 2000, args.candidates) for k in range(args.requests)]
-  off = [traffic.request(start_ms - k * 2000, args.candidates)[0]
-         for k in range(args.requests + 10)]
-  warm = Server(experiment, versions, store)
-  off_latencies = asyncio.run(_serve(warm, off, lambda body: None))[10:]
+  off = [traffic.request(start_ms - k * 2000, args.candidates)[0] for k in range(args.requests)]
   writer = writer_lib.open_writer(experiment, workdir, replay_dir, clock=lambda: now[0] / 1000)
   server = Server(experiment, versions, store, replay=writer)
   truths = {}
@@ -137,7 +142,8 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
     now[0] = start_ms + k * 2000
     truths[body["event_id"]] = (now[0], made[k][1])
 
-  on_latencies = asyncio.run(_serve(server, [b for b, _ in made], on_request))[10:]
+  off_latencies, on_latencies = asyncio.run(_serve_both(
+      Server(experiment, versions, store), off, server, [b for b, _ in made], on_request))
   writer.close()
   events, outside = [], 0
   window_ms = experiment.serving.replay.label_window_s * 1000
@@ -153,8 +159,8 @@ def serve_traffic(args, experiment, workdir, traffic, replay_dir, start_ms):
                  writer.rows_logged - writer.rows_written),
              "clicks": len(events), "labels_outside_window_expected": outside,
              "until_ms": start_ms + len(made) * 2000 + int(window_ms),
-             "p99_ms_replay_off": round(float(np.percentile(off_latencies, 99)) * 1000, 2),
-             "p99_ms_replay_on": round(float(np.percentile(on_latencies, 99)) * 1000, 2)}
+             **{f"p{q}_ms_replay_{name}": round(float(np.percentile(v, q)) * 1000, 2)
+                for name, v in (("off", off_latencies), ("on", on_latencies)) for q in (50, 99)}}
   figures["serving_p99_ratio_replay_on_off"] = round(
       figures["p99_ms_replay_on"] / figures["p99_ms_replay_off"], 3)
   return pa.Table.from_pylist(events), figures
@@ -194,7 +200,7 @@ def _auc(metrics):
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--variant", default="smoke", choices=("smoke", "full"))
-  parser.add_argument("--requests", type=int, default=400)
+  parser.add_argument("--requests", type=int, default=1000)
   parser.add_argument("--candidates", type=int, default=100)
   parser.add_argument("--heldout", type=int, default=20_000)
   parser.add_argument("--scale-rows", type=int, default=1_000_000)

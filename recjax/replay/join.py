@@ -156,15 +156,20 @@ def join(experiment, replay_dir, labels_glob, output, engine: str = "duckdb",
   output = pathlib.Path(output)
   output.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  run = {"duckdb": _duckdb, "spark": _spark}.get(engine)
-  if run is None:
-    raise DataError(f"--engine {engine!r}: expected duckdb or spark")
-  counts = run(plan, replay_files, label_files, output / OUTPUT)
-  counts = {k: int(v) if v is not None else None for k, v in counts.items()}
+  counts = run(plan, replay_files, label_files, output / OUTPUT, engine)
   counts["rows_joined"] = counts["replay_rows"] - counts["replay_duplicates"] - counts[
       "rows_pending"]
   return {"engine": engine, "output": str(output / OUTPUT), **counts,
           "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run(plan: Plan, replay_files, label_files, path, engine: str = "duckdb") -> dict:
+  """Runs `plan` on `engine`, writing the joined rows to `path`; the counts."""
+  engines = {"duckdb": _duckdb, "spark": _spark}
+  if engine not in engines:
+    raise DataError(f"--engine {engine!r}: expected duckdb or spark")
+  counts = engines[engine](plan, replay_files, label_files, pathlib.Path(path))
+  return {k: int(v) if v is not None else None for k, v in counts.items()}
 
 
 def _duckdb(plan, replay_files, label_files, path) -> dict:

@@ -53,44 +53,61 @@ def schema(experiment) -> pa.Schema:
   return pa.schema([pa.field(n, t) for n, t in META.items()] + raw)
 
 
-def table(requests: list[Request], log_schema: pa.Schema, item_columns) -> pa.Table:
+def table(requests: list[Request], log_schema: pa.Schema, item_columns,
+          between=lambda: None) -> pa.Table:
   """The rows of `requests` (N per request) as one table of `log_schema`; `item_columns`
   are those a missing item has defaulted (its key column is the requested key, not a
-  default)."""
+  default). Built a column at a time, in Arrow's C++ where it can be (a one-row column is
+  one value per request, repeated by `take`), calling `between()` after each column: the
+  writer passes a yield, so a request thread never waits long for the GIL."""
   counts = [len(r.scored.item_keys) for r in requests]
+  repeat = pa.array(np.repeat(np.arange(len(requests)), counts))
   out = {
-      "event_id": _repeat([r.scored.event_id for r in requests], counts),
-      "request_id": _repeat([r.request_id for r in requests], counts),
+      "event_id": pa.array([r.scored.event_id for r in requests], pa.string()).take(repeat),
+      "request_id": pa.array([r.request_id for r in requests], pa.string()).take(repeat),
       "served_at_ms": np.repeat([r.served_at_ms for r in requests], counts).astype(np.int64),
       "model_version": np.repeat([r.scored.version for r in requests], counts).astype(np.int64),
-      "user_key": _repeat([r.scored.user_key for r in requests], counts),
-      "item_key": list(itertools.chain.from_iterable(r.scored.item_keys for r in requests)),
+      "user_key": pa.array([r.scored.user_key for r in requests], pa.string()).take(repeat),
+      "item_key": pa.array(list(itertools.chain.from_iterable(
+          r.scored.item_keys for r in requests)), pa.string()),
       "candidate": np.concatenate([np.arange(n, dtype=np.int32) for n in counts]),
       "score": np.concatenate([np.asarray(r.scores, np.float32).reshape(-1) for r in requests]),
   }
-  names, reasons = [], []
-  for r in requests:
-    one_names, one_reasons = list(r.scored.defaulted_user), list(r.scored.defaulted_user.values())
-    for i in range(len(r.scored.item_keys)):
-      reason = r.scored.defaulted_items.get(i)
-      names.append(one_names + list(item_columns) if reason else one_names)
-      reasons.append(one_reasons + [reason] * len(item_columns) if reason else one_reasons)
-  out["defaulted"], out["defaulted_reason"] = names, reasons
+  out["defaulted"], out["defaulted_reason"] = _defaulted(requests, counts, item_columns)
+  between()
   for field in log_schema:
     if field.name in META:
       continue
-    values = []
-    for r, n in zip(requests, counts):
-      v = r.scored.columns[field.name]
-      values.append(v if len(v) == n else [v[0]] * n)     # a one-row column, broadcast
-    if pa.types.is_floating(field.type):
-      out[field.name] = np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in values])
+    columns = [r.scored.columns[field.name] for r in requests]
+    if all(len(v) == 1 for v in columns) and any(n != 1 for n in counts):   # one-row
+      values = pa.array([v[0] for v in columns], field.type).take(repeat)
+    elif pa.types.is_floating(field.type):
+      values = np.concatenate([np.broadcast_to(np.asarray(v, np.float32).reshape(-1), (n,))
+                               for v, n in zip(columns, counts)])
     else:
-      out[field.name] = list(itertools.chain.from_iterable(values))
+      values = pa.array(list(itertools.chain.from_iterable(
+          v if len(v) == n else [v[0]] * n for v, n in zip(columns, counts))), pa.string())
+    out[field.name] = values
+    between()
   return pa.Table.from_pydict(out, schema=log_schema)
 
 
-def _repeat(values: list, counts: list) -> pa.Array:
-  """values[i] repeated counts[i] times, as a dictionary-free string array."""
-  indices = np.repeat(np.arange(len(values)), counts)
-  return pa.array(values, pa.string()).take(pa.array(indices))
+def _defaulted(requests, counts, item_columns) -> tuple[pa.Array, pa.Array]:
+  """The `defaulted` and `defaulted_reason` list columns. Most requests default nothing:
+  only those that do are walked row by row."""
+  names, reasons, lengths = [], [], []
+  for r, n in zip(requests, counts):
+    one = r.scored.defaulted_user
+    if not one and not r.scored.defaulted_items:
+      lengths.append(np.zeros(n, np.int32))
+      continue
+    for i in range(n):
+      reason = r.scored.defaulted_items.get(i)
+      names += [*one, *(item_columns if reason else ())]
+      reasons += [*one.values(), *([reason] * len(item_columns) if reason else ())]
+      lengths.append(np.asarray([len(one) + (len(item_columns) if reason else 0)], np.int32))
+  offsets = pa.array(np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int32))
+  return (pa.ListArray.from_arrays(offsets, pa.array(names, pa.string())),
+          pa.ListArray.from_arrays(offsets, pa.array(reasons, pa.string())))
+
+

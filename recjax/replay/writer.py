@@ -35,6 +35,10 @@ from recjax.replay import rows as rows_lib
 _COUNTER_BYTES = 20
 
 
+def _yield() -> None:
+  time.sleep(0)      # lets a request thread waiting for the GIL take it now
+
+
 def parts(directory) -> list[pathlib.Path]:
   """The complete parts of a replay directory, oldest session first."""
   return sorted(pathlib.Path(directory).glob("part-*.parquet"))
@@ -154,7 +158,7 @@ class ReplayWriter:
     return parts + ([current] if current else [])
 
   def _write(self, batch) -> None:
-    table = rows_lib.table(batch, self.schema, self.item_columns)
+    table = rows_lib.table(batch, self.schema, self.item_columns, between=_yield)
     name = f"part-{self.session}-{self._sequence:06d}.parquet"
     tmp = self.directory / f".tmp-{name}"
     pq.write_table(table, tmp)

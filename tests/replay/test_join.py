@@ -114,3 +114,21 @@ def test_spark_gives_the_same_rows_as_duckdb(tmp_path):
       k: v for k, v in duck.items() if k not in ("engine", "output", "seconds")}
   assert _joined(spark["output"]) == _joined(duck["output"])
   assert pq.read_schema(spark["output"]).names == pq.read_schema(duck["output"]).names
+
+
+def test_several_label_columns_take_max_or_sum_each(tmp_path):
+  experiment = shop.experiment()
+  replay = _replay(tmp_path, experiment)
+  labels = pa.table({"event_id": ["e1", "e1", "e2", "e2"], "item_key": ["i1", "i1", "i4", "i4"],
+                     "at_ms": pa.array([T0 + 1_000, T0 + 2_000, T0 + 3_000, T0 + 4_000]),
+                     "label": [1.0, 1.0, 0.0, 1.0], "watch_s": [10.0, 5.0, 30.0, 2.5]})
+  pq.write_table(labels, tmp_path / "labels.parquet")
+  plan = join_lib.Plan(tuple(rows_lib.schema(experiment).names), ("label", "watch_s"),
+                       ("watch_s",), "event_id", 60_000, T0 + 120_000)
+  counts = join_lib.run(plan, [str(p) for p in writer_lib.parts(replay)],
+                        [str(tmp_path / "labels.parquet")], tmp_path / "out.parquet")
+  rows = _joined(tmp_path / "out.parquet")
+  assert {k: (r["label"], r["watch_s"]) for k, r in rows.items()} == {
+      ("e1", "i1"): (1.0, 15.0), ("e1", "i2"): (0.0, 0.0), ("e1", "i3"): (0.0, 0.0),
+      ("e2", "i4"): (1.0, 32.5), ("e3", "i5"): (0.0, 0.0)}
+  assert counts["labels_joined"] == 4 and counts["rows_pending"] == 0

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -26,7 +27,7 @@ from recjax.replay import writer as writer_lib
 from recjax.serve import store as store_lib
 from recjax.serve import versions as versions_lib
 from recjax.serve.app import Server
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, summary_of
 from tests.replay.conftest import SMOKE, experiment, requests
 
 
@@ -89,7 +90,24 @@ def test_the_log_holds_what_was_scored_and_re_scores_to_it(ranking_run, tmp_path
   summary = verify_lib.verify(exp, workdir, tmp_path / "replay")
   assert summary["rows"] == len(log) and summary["versions"] == [80]
   assert summary["max_abs_diff"] <= 1e-5, summary
-  # the same log judged by a training pipeline whose price transform changed: named events
+  # the command line: a click on the first item of each of two events, joined by event id
+  first = [r for r in log if r["candidate"] == 0][:2]
+  pq.write_table(pa.table({"event_id": [r["event_id"] for r in first],
+                           "item_key": [r["item_key"] for r in first],
+                           "at_ms": [r["served_at_ms"] + 1000 for r in first],
+                           "click": [1.0, 1.0]}), tmp_path / "clicks.parquet")
+  joined = summary_of(run_cli("replay", "join", "--config", SMOKE, "--replay",
+                              tmp_path / "replay", "--labels", tmp_path / "clicks.parquet",
+                              "--output", tmp_path / "joined",
+                              f"--until-ms={max(r['served_at_ms'] for r in log) + 1_800_000}"))
+  assert joined["rows_joined"] == len(log) and joined["labels_joined"] == 2
+  clicked = pq.read_table(joined["output"]).to_pylist()
+  assert sorted((r["event_id"], r["item_key"]) for r in clicked if r["click"] == 1.0) == sorted(
+      (r["event_id"], r["item_key"]) for r in first)
+  checked = summary_of(run_cli("replay", "verify", "--config", SMOKE, "--workdir", workdir,
+                               "--replay", tmp_path / "replay"))
+  assert checked["max_abs_diff"] <= 1e-5 and checked["rows"] == len(log)
+  # the same log judged by a training pipeline whose ctr_7d transform changed: named events
   changed = dataclasses.replace(exp, features=tuple(
       dataclasses.replace(f, mean=f.mean + 1.0) if f.name == "ctr_7d" else f
       for f in exp.features))
