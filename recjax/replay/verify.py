@@ -57,7 +57,7 @@ def jax_scores(experiment, workdir, step: int, rows: pa.Table, specs) -> np.ndar
   from recjax.train import checkpoint
   from recjax.train import loop as train
   mesh = sharding.make_mesh()
-  checkpointer = checkpoint.Checkpointer(workdir)
+  checkpointer = checkpoint.Checkpointer(workdir)   # values judged, not configs: no fingerprint
   try:
     if step not in checkpointer.steps():
       raise DataError(f"{workdir}: no checkpoint of step {step} (the logged model version); "

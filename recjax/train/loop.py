@@ -16,6 +16,7 @@ a NaN or infinite loss stops it before any later state is saved; evaluations eve
 import dataclasses
 import json
 import pathlib
+import sys
 from typing import Any
 
 import flax
@@ -28,6 +29,7 @@ import tqdm
 
 from recjax.train import bookkeeping
 from recjax.train import checkpoint
+from recjax.train import fingerprint
 from recjax.embedding import tables as embedding
 from recjax.features import spec as features_lib
 from recjax.embedding import hugepages
@@ -167,11 +169,21 @@ def state_target(experiment, mesh):
 
 
 def restore_state(experiment, workdir, mesh) -> TrainState:
-  checkpointer = checkpoint.Checkpointer(workdir)
+  """The newest undamaged checkpoint's state, refused if it was written under another
+  config (`fingerprint`); a damaged newer one is named on stderr."""
+  checkpointer = checkpoint.Checkpointer(workdir, fingerprint=fingerprint.of(experiment))
   try:
-    return checkpointer.restore(state_target(experiment, mesh))
+    state = checkpointer.restore(state_target(experiment, mesh))
+    _report_skipped(checkpointer)
+    return state
   finally:
     checkpointer.close()
+
+
+def _report_skipped(checkpointer) -> None:
+  for step in checkpointer.skipped:
+    print(f"recjax: warning: {checkpointer.directory}/{step} is damaged (its arrays do not "
+          "match their checksums); using an older checkpoint", file=sys.stderr, flush=True)
 
 
 def start_state(experiment, checkpointer, target, data, init_from: str = ""):
@@ -182,9 +194,10 @@ def start_state(experiment, checkpointer, target, data, init_from: str = ""):
   `train.init_optimizer` the dense and sparse optimizer state too, at step 0 (warm start);
   else a fresh init from `train.seed`.
   """
-  resumed_from = checkpointer.latest_step()
-  if resumed_from is not None:
-    return checkpointer.restore(target, data), resumed_from
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(target, data)
+    _report_skipped(checkpointer)
+    return state, int(state.step)
   shardings = jax.tree.map(lambda s: s.sharding, target)
   state = jax.jit(lambda rng: init_state(experiment, rng), out_shardings=shardings)(
       jax.random.key(experiment.train.seed))
@@ -362,8 +375,10 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   state_sharding = jax.tree.map(lambda s: s.sharding, target)
   batch_sharding = sharding.batch_sharding(mesh)
 
-  checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints)
-  best_saver = checkpoint.Checkpointer(workdir, None, name="best_checkpoint")
+  meaning = fingerprint.of(experiment)
+  checkpointer = checkpoint.Checkpointer(workdir, cfg.keep_checkpoints, fingerprint=meaning)
+  best_saver = checkpoint.Checkpointer(workdir, None, name="best_checkpoint",
+                                       fingerprint=meaning)
   state, resumed_from = start_state(experiment, checkpointer, target, data, init_from)
   hugepages.advise((state.tables, state.slots))    # donated steps keep these buffers
   _prune_best(best_saver, resumed_from or 0, drop_later=True)
@@ -390,6 +405,8 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
   checkpointer.close()
 
   summary = {"steps": final, "resumed_from": resumed_from, **book.summary(),
+             **({"damaged_checkpoints_skipped": checkpointer.skipped}
+                if checkpointer.skipped else {}),
              "train_rows": train_split.rows, "bad_rows": train_split.bad_rows,
              **book.overflow_summary(), "checkpoint": str(checkpointer.directory / str(final))}
   if final < steps:

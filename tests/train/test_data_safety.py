@@ -1,0 +1,90 @@
+"""What a run reads back is what it wrote: a damaged checkpoint is named and skipped, never
+used (no NaN metrics, no NaN-scoring export); a checkpoint of another config is refused
+naming what changed; `export --output` leaves every other file of its base path as it was."""
+
+import hashlib
+import math
+import shutil
+
+from tests.conftest import ADULT_CONFIG, run_cli, summary_of
+
+SMOKE = f"{ADULT_CONFIG}:smoke"
+
+
+def _flip(directory, count: int = 256) -> int:
+  """Inverts `count` bytes in the middle of every array data file under `directory`."""
+  flipped = 0
+  for path in directory.rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      data = bytearray(path.read_bytes())
+      middle = len(data) // 2
+      for i in range(middle, min(len(data), middle + count)):
+        data[i] ^= 0xFF
+      path.write_bytes(bytes(data))
+      flipped += 1
+  return flipped
+
+
+def _copy(adult_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(adult_run[0], workdir, symlinks=True)
+  return workdir
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_previous_one_used(adult_run, tmp_path):
+  workdir = _copy(adult_run, tmp_path)
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [20, 30]
+  assert _flip(workdir / "checkpoints" / "30") > 0
+  result = run_cli("evaluate", "--config", SMOKE, "--workdir", workdir)
+  assert "checkpoints/30 is damaged" in result.stderr
+  summary = summary_of(result)
+  assert summary["step"] == 20 and not math.isnan(summary["eval"]["auc"])
+  exported = summary_of(run_cli("export", "--config", SMOKE, "--workdir", workdir,
+                                "--output", tmp_path / "base"))
+  assert exported["step"] == 20                   # never the damaged state
+  _flip(workdir / "checkpoints" / "20")
+  result = run_cli("evaluate", "--config", SMOKE, "--workdir", workdir, check=False)
+  assert result.returncode == 2 and "every checkpoint is damaged" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_of_a_changed_config_is_refused_naming_the_key(adult_run, tmp_path):
+  workdir = _copy(adult_run, tmp_path)
+  for override, named in (("--config.features.age.mean=40.0", "features.age.mean changed"),
+                          ("--config.features.race.vocabulary=('Black','White',"
+                           "'Asian-Pac-Islander','Amer-Indian-Eskimo','Other')",
+                           "features.race.vocabulary changed")):
+    result = run_cli("train", "--config", SMOKE, "--workdir", workdir, override,
+                     "--config.train.steps=40", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert named in result.stderr and "--init_from" in result.stderr
+    result = run_cli("evaluate", "--config", SMOKE, "--workdir", workdir, override,
+                     check=False)
+    assert result.returncode == 2 and named in result.stderr
+  # a warm start takes another run's state on purpose, changed config and all
+  warm = summary_of(run_cli("train", "--config", SMOKE, "--workdir", tmp_path / "warm",
+                            "--init_from", workdir, "--config.features.age.mean=40.0",
+                            "--no-eval", "--no-export"))
+  assert warm["steps"] == 30 and warm["resumed_from"] is None
+
+
+def test_export_output_leaves_every_other_file_of_the_base_path_byte_identical(adult_run,
+                                                                                tmp_path):
+  base = tmp_path / "serving"
+  (base / "1" / "variables").mkdir(parents=True)
+  (base / "1" / "saved_model.pb").write_bytes(b"another model's graph")
+  (base / "1" / "variables" / "variables.index").write_bytes(bytes(range(256)))
+  (base / "README").write_text("the serving team's notes\n")
+  (base / "notes").mkdir()
+  (base / "notes" / "a.txt").write_text("kept")
+
+  def digest():
+    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(base.rglob("*")) if p.is_file() and not p.is_relative_to(
+                base / "30")}
+
+  before = digest()
+  run_cli("export", "--config", SMOKE, "--workdir", adult_run[0], "--output", base)
+  assert digest() == before
+  assert (base / "30" / "saved_model.pb").exists()
