@@ -12,6 +12,7 @@ import difflib
 import importlib
 import importlib.util
 import pathlib
+import traceback
 import types
 import typing
 from collections.abc import Callable
@@ -54,7 +55,11 @@ class TrainSpec:
 
   def __post_init__(self):
     tasks_lib.larger_is_better(self.early_stop_metric)    # raises on an unknown metric
-    for name in ("eval_every", "patience"):
+    for name in ("batch_size", "epochs", "eval_batch_size", "log_every", "checkpoint_every",
+                 "keep_checkpoints"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"train.{name}: {getattr(self, name)} is not 1 or more")
+    for name in ("steps", "eval_every", "patience"):
       if getattr(self, name) < 0:
         raise ConfigError(f"train.{name}: {getattr(self, name)} is negative")
     if self.min_delta < 0:
@@ -70,14 +75,32 @@ def load(spec: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file not found: {path}")
   module_spec = importlib.util.spec_from_file_location(f"recjax_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
-  exec(compile(file.read_bytes(), str(file), "exec"), module.__dict__)
+  try:
+    exec(compile(file.read_bytes(), str(file), "exec"), module.__dict__)
+  except SyntaxError as e:
+    raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
+  except Exception as e:       # noqa: BLE001 - the config file's own code failed: say where
+    raise ConfigError(f"{path}:{_line_in(e, file)}: {type(e).__name__}: {e}") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} defines no get_config(arg)")
-  config = module.get_config(arg or None)
+  try:
+    config = module.get_config(arg or None)
+  except Exception as e:       # noqa: BLE001 - an unknown :variant, or the file's own bug
+    raise ConfigError(f"{path}:{_line_in(e, file)}: get_config({arg or None!r}): "
+                      f"{type(e).__name__}: {e}") from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
   config.lock()
   return config
+
+
+def _line_in(error: BaseException, file: pathlib.Path) -> int | str:
+  """The line of `file` where `error` was raised (its deepest frame in that file)."""
+  line = "?"
+  for frame in traceback.extract_tb(error.__traceback__):
+    if pathlib.Path(frame.filename) == file:
+      line = frame.lineno
+  return line
 
 
 def _nearest(key: str, valid) -> str:

@@ -194,11 +194,35 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   if not parts:
     raise DataError(f"data.{split}: no rows in {', '.join(files)}")
   arrays = jax.tree.map(lambda *p: np.concatenate(p), *parts)
+  if with_labels and split == "train":
+    _check_classes(experiment, arrays, files)
   rows = _holdout(data, split, len(arrays["dense"]))
   step = 1 if by_file else process_count
   arrays = jax.tree.map(lambda v: v[rows][process_index % step::step], arrays)
   groups = {c: labels_lib.group_codes(v) for c, v in arrays.pop(_GROUPS, {}).items()}
   return Split(arrays, tuple(files), tally.summary, groups)
+
+
+def _check_classes(experiment, arrays, files) -> None:
+  """A binary task whose training labels are all one class cannot learn (and its AUC is
+  NaN): most often `label.positive` matches no value, e.g. " >50K" read with its space."""
+  for task in experiment.tasks:
+    if not task.kind.binary or task.name not in arrays["labels"]:
+      continue
+    values = arrays["labels"][task.name][arrays["label_masks"][task.name] > 0]
+    if not len(values) or values.min() != values.max():
+      continue
+    try:
+      seen = np.unique(readers.read(files[0], experiment.data, [task.label], set()).columns[
+          task.label].astype(str))
+      shown = ", ".join(repr(v) for v in seen[:8]) + (" ..." if len(seen) > 8 else "")
+    except Exception as e:      # noqa: BLE001 - the message is the point; say why not
+      shown = f"(not read again: {type(e).__name__})"
+    why = (f"{'no' if values[0] == 0 else 'every'} value is one of positive "
+           f"{task.positive!r}" if task.positive else "numeric labels 0 or 1")
+    raise DataError(f"data.train: every row of task {task.name!r} has label "
+                    f"{int(values[0])} ({why}); the values of column {task.label!r} in "
+                    f"{files[0]}: {shown}")
 
 
 class _TrainBatches:

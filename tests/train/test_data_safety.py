@@ -6,6 +6,8 @@ import hashlib
 import math
 import shutil
 
+import pytest
+
 from tests.conftest import ADULT_CONFIG, run_cli, summary_of
 
 SMOKE = f"{ADULT_CONFIG}:smoke"
@@ -88,3 +90,47 @@ def test_export_output_leaves_every_other_file_of_the_base_path_byte_identical(a
   run_cli("export", "--config", SMOKE, "--workdir", adult_run[0], "--output", base)
   assert digest() == before
   assert (base / "30" / "saved_model.pb").exists()
+
+
+def test_labels_that_never_match_positive_stop_the_run_naming_the_values(tmp_path):
+  result = run_cli("train", "--config", SMOKE, "--workdir", tmp_path / "run",
+                   "--config.data.strip_whitespace=False", check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "every row of task 'label' has label 0 (no value is one of positive" in result.stderr
+  assert "' >50K'" in result.stderr and "Traceback" not in result.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+      (tmp_path / "run" / "checkpoints").iterdir())
+
+
+BAD_CONFIGS = [
+    ("--config.train.log_every=0", "train.log_every: 0 is not 1 or more"),
+    ("--config.train.batch_size=0", "train.batch_size: 0 is not 1 or more"),
+    ("--config.train.batch_size=-1", "train.batch_size: -1 is not 1 or more"),
+    ("--config.train.checkpoint_every=0", "train.checkpoint_every: 0 is not 1 or more"),
+    ("--config.train.steps=-5", "train.steps: -5 is negative"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_a_value_that_would_crash_later_is_refused_before_any_work(tmp_path, override,
+                                                                   message):
+  result = run_cli("train", "--config", SMOKE, "--workdir", tmp_path / "run", override,
+                   check=False)
+  assert result.returncode == 2 and f"recjax: error: {message}" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_config_file_that_fails_to_load_is_named_with_its_line(tmp_path):
+  cases = {"syntax.py": ("def get_config(arg=None):\n  return (\n", "syntax.py:2"),
+           "raises.py": ("import ml_collections\n\ndef get_config(arg=None):\n"
+                         "  raise ValueError(f'unknown config arg {arg!r}')\n",
+                         "raises.py:4: get_config('fast'): ValueError: unknown config arg")}
+  for name, (text, message) in cases.items():
+    (tmp_path / name).write_text(text)
+    result = run_cli("train", "--config", f"{tmp_path / name}:fast", "--workdir",
+                     tmp_path / "run", check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+  result = run_cli("train", "--config", f"{ADULT_CONFIG}:fast", "--workdir", tmp_path / "run",
+                   check=False)
+  assert result.returncode == 2 and "unknown config arg 'fast'" in result.stderr
