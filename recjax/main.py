@@ -20,7 +20,6 @@ and a message naming the key, file or line; nothing else is printed as a traceba
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -30,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before TensorFlow is fi
 
 from recjax import config as config_lib                  # noqa: E402
 from recjax import distributed                           # noqa: E402
+from recjax import jsonio                                # noqa: E402
 from recjax.datasets import amazon, movielens, paths, synthetic_ranking  # noqa: E402
 from recjax.errors import DataError, RecjaxError         # noqa: E402
 
@@ -125,7 +125,7 @@ def _replay(parser, args, experiment) -> dict:
     from recjax.replay import coverage
     summary = coverage.run(experiment, args.replay, args.output, args.plot)
     if summary["alarms"]:
-      print(json.dumps(summary), flush=True)
+      print(jsonio.dumps(summary), flush=True)
       sys.exit(coverage.ALARM_STATUS)
     return summary
   if not args.workdir:
@@ -220,7 +220,7 @@ def main(argv=None) -> None:
   except RecjaxError as e:
     print(f"recjax: error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(json.dumps(summary), flush=True)
+  print(jsonio.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ tracker and the best evaluation's saved state.
 
 import json
 import logging
+import sys
 import time
 
 import jax
 import numpy as np
 
+from recjax import jsonio
 from recjax.errors import RecjaxError
 from recjax.train import early_stop
 
@@ -123,7 +125,14 @@ class Evaluations:
   def resume(self, start: int) -> None:
     """Takes back the evaluations up to `start` that a resumed run made before."""
     if self._path.exists():
-      self.records = [e for e in json.loads(self._path.read_text()) if e["step"] <= start]
+      try:
+        records = json.loads(self._path.read_text())
+      except ValueError as e:
+        print(f"recjax: warning: {self._path} is unreadable ({e}); the evaluations before "
+              f"step {start} are not taken back (early stopping starts afresh)",
+              file=sys.stderr, flush=True)
+        records = []
+      self.records = [e for e in records if e["step"] <= start]
     for record in self.records:
       self.tracker.update(record["step"], record)
 
@@ -135,7 +144,7 @@ class Evaluations:
 
   def write(self) -> None:
     if self._chief:
-      self._path.write_text(json.dumps(self.records, indent=2))
+      jsonio.write(self._path, self.records)
 
   def last(self, step: int):
     """The metrics of the evaluation at `step` if it was the last one made, else None."""

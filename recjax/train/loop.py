@@ -14,7 +14,6 @@ a NaN or infinite loss stops it before any later state is saved; evaluations eve
 """
 
 import dataclasses
-import json
 import pathlib
 import sys
 from typing import Any
@@ -27,6 +26,7 @@ import optax
 import tensorflow as tf
 import tqdm
 
+from recjax import jsonio
 from recjax.train import bookkeeping
 from recjax.train import checkpoint
 from recjax.train import fingerprint
@@ -419,5 +419,5 @@ def train_and_evaluate(experiment, workdir, *, run_eval: bool = True,
     summary |= _export(run, state, target, final)
   best_saver.close()
   if chief:
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    jsonio.write(workdir / "summary.json", summary)
   return summary

@@ -3,6 +3,7 @@ used (no NaN metrics, no NaN-scoring export); a checkpoint of another config is 
 naming what changed; `export --output` leaves every other file of its base path as it was."""
 
 import hashlib
+import json
 import math
 import shutil
 
@@ -134,3 +135,22 @@ def test_a_config_file_that_fails_to_load_is_named_with_its_line(tmp_path):
   result = run_cli("train", "--config", f"{ADULT_CONFIG}:fast", "--workdir", tmp_path / "run",
                    check=False)
   assert result.returncode == 2 and "unknown config arg 'fast'" in result.stderr
+
+
+def test_rewritten_json_is_strict_and_a_truncated_evaluations_file_does_not_stop_a_resume(
+    adult_run, tmp_path):
+  from recjax import jsonio
+  jsonio.write(tmp_path / "s.json", {"auc": float("nan"), "loss": 0.5, "all": [float("inf")]})
+  assert json.loads((tmp_path / "s.json").read_text()) == {
+      "auc": None, "auc_reason": "not a number (nan): e.g. one class in the labels",
+      "loss": 0.5, "all": [None]}
+  assert not list(tmp_path.glob(".*.tmp"))
+  workdir = _copy(adult_run, tmp_path)
+  text = (workdir / "evaluations.json").read_text()
+  (workdir / "evaluations.json").write_text(text[: len(text) // 2])      # a torn write
+  result = run_cli("train", "--config", SMOKE, "--workdir", workdir, "--config.train.steps=40",
+                   "--config.train.progress_bar=False")
+  assert "evaluations.json is unreadable" in result.stderr
+  assert summary_of(result)["steps"] == 40
+  json.loads((workdir / "evaluations.json").read_text())                 # whole again
+  json.loads((workdir / "summary.json").read_text())
