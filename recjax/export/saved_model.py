@@ -83,6 +83,14 @@ class ServingModule(tf.Module):
     return {ranking.SIGNATURE: self._ranker.function.get_concrete_function()}
 
 
+def readable_by_all(root: pathlib.Path) -> None:
+  """Directories 0755 and files 0644 under `root` (mkdtemp makes 0700): a serving process
+  running as another user must be able to read the model."""
+  root.chmod(0o755)
+  for path in root.rglob("*"):
+    path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def save(module: tf.Module, directory) -> pathlib.Path:
   """Saves `module` to `directory` atomically: its `serve` as the `SIGNATURE` and any other
   `signatures()` it has (the ranking one). Written to a hidden temporary sibling, then
@@ -97,6 +105,7 @@ def save(module: tf.Module, directory) -> pathlib.Path:
     signatures |= module.signatures()
   try:
     tf.saved_model.save(module, str(tmp), signatures=signatures)
+    readable_by_all(tmp)
     if directory.exists():
       directory.rename(old)
     tmp.rename(directory)

@@ -315,4 +315,7 @@ def read(path: str, data, needed: list[str], numeric: set[str], span=None) -> Re
     raise DataError(f"{path}: {e.strerror}") from None
   except pa.ArrowInvalid as e:
     raise DataError(f"{path}: {e}") from None
+  except (OSError, pa.ArrowException) as e:    # a damaged file: a corrupt page, a bad footer
+    raise DataError(f"{path}: the file is damaged or unreadable: {type(e).__name__}: "
+                    f"{str(e)[:300]}") from None
   raise DataError(f"data.format: {data.format!r} is not one of csv, parquet, tfrecord, synthetic")

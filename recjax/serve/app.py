@@ -139,9 +139,13 @@ class Server:
                                          self.serving.max_candidates,
                                          same_length=signature != ranking.SIGNATURE)
       function = loaded.signatures[signature]
-      self.versions.record(signature, max(len(v) for v in columns.values()))
-      outputs = await asyncio.get_running_loop().run_in_executor(
-          self.executor, rest.call, function, columns)
+      count = max((len(v) for v in columns.values()), default=0)
+      if count == 0:                  # an empty batch: an empty answer, no model call
+        outputs = {name: [] for name in loaded.outputs(signature)}
+      else:
+        self.versions.record(signature, count)
+        outputs = await asyncio.get_running_loop().run_in_executor(
+            self.executor, rest.call, function, columns)
     except rest.NotFound as e:
       return _error(404, str(e))
     except rest.BadRequest as e:

@@ -65,8 +65,8 @@ def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int,
   only = next(iter(specs)) if len(specs) == 1 else None
   if "instances" in body:
     rows = body["instances"]
-    if not isinstance(rows, list) or not rows:
-      raise BadRequest("'instances' is not a non-empty list of rows")
+    if not isinstance(rows, list):
+      raise BadRequest("'instances' is not a list of rows")
     if len(rows) > max_rows:
       raise BadRequest(f"'instances' has {len(rows)} rows; the limit is {max_rows}")
     if only is not None and not isinstance(rows[0], dict):
@@ -88,8 +88,10 @@ def parse_predict(body, specs: dict[str, tf.TensorSpec], max_rows: int,
     if not isinstance(values, list):
       values = inputs[name] = [values]        # one scalar: a one-row column
     lengths.add(len(values))
-  if 0 in lengths or (same_length and len(lengths) != 1):
-    raise BadRequest(f"inputs: the columns differ in length or are empty ({sorted(lengths)})")
+  if same_length and len(lengths) != 1:
+    raise BadRequest(f"inputs: the columns differ in length ({sorted(lengths)})")
+  if 0 in lengths and max(lengths) > 0:
+    raise BadRequest(f"inputs: some columns are empty and others not ({sorted(lengths)})")
   if max(lengths) > max_rows:
     raise BadRequest(f"inputs: more than {max_rows} rows")
   return {name: _column(name, inputs[name], spec, f"inputs.{name}[{{i}}]")

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import json
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -136,7 +137,7 @@ BAD = [
     ("not json", b"{instances: [", "not JSON"),
     ("not an object", b"[1, 2]", "not a JSON object"),
     ("both formats", {"instances": [{}], "inputs": {}}, "exactly one of"),
-    ("no rows", {"instances": []}, "non-empty list"),
+    ("rows not a list", {"instances": {"age": 1.0}}, "is not a list of rows"),
     ("unknown field", {"instances": [{}], "foo": 1}, "unknown field 'foo'"),
     ("unknown input", {"inputs": {"agee": [1.0]}}, "unknown input 'agee'"),
     ("missing input", "drop age", "missing input 'age'"),
@@ -193,6 +194,28 @@ def test_unknown_model_or_version_is_a_404_and_an_oversized_body_a_400(adult):
   assert out[3][0] == 400 and "max_request_bytes" in out[3][1]
   assert out[4][0] == 200
   assert 'recjax_requests_total{code="404",endpoint="predict"} 2.0' in out[4][1]
+
+
+def test_an_empty_batch_answers_empty_and_exports_are_readable_by_everyone(adult):
+  experiment, versions, instances, _, _, _ = adult
+  columns = {c: [] for c in instances[0]}
+
+  async def scenario(client):
+    out = []
+    for body in ({"instances": []}, {"inputs": columns}):
+      r = await client.post("/v1/models/adult_wide_deep:predict", json=body)
+      out.append((r.status, await r.json()))
+    r = await client.post("/v1/models/adult_wide_deep:predict",
+                          json={"inputs": {**columns, "age": [30.0]}})
+    out.append((r.status, await r.json()))
+    return out
+
+  out = _serve(Server(experiment, versions), scenario)
+  assert out[0] == (200, {"predictions": []}) and out[1] == (200, {"outputs": []})
+  assert out[2][0] == 400 and "differ in length" in out[2][1]["error"]
+  root = pathlib.Path(versions.current.path)
+  modes = {p.relative_to(root): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+  assert set(modes.values()) <= {0o755, 0o644} and modes[pathlib.Path(".")] == 0o755
 
 
 # --- :rank on the config with every feature kind --------------------------------------------

@@ -154,3 +154,22 @@ def test_rewritten_json_is_strict_and_a_truncated_evaluations_file_does_not_stop
   assert summary_of(result)["steps"] == 40
   json.loads((workdir / "evaluations.json").read_text())                 # whole again
   json.loads((workdir / "summary.json").read_text())
+
+
+def test_a_corrupt_parquet_page_is_an_error_naming_the_file(tmp_path):
+  import numpy as np
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from recjax import config as config_lib
+  from recjax.errors import DataError
+  from recjax.input import readers
+  path = tmp_path / "rows.parquet"
+  pq.write_table(pa.table({"x": np.arange(200_000, dtype=np.int64) * 7919 % 1_000_003}), path,
+                 compression="snappy")
+  data = bytearray(path.read_bytes())
+  for i in range(len(data) // 3, len(data) // 3 + 4096):
+    data[i] ^= 0x5A
+  path.write_bytes(bytes(data))
+  spec = config_lib.DataSpec(format="parquet", train=(str(path),))
+  with pytest.raises(DataError, match=r"rows.parquet: the file is damaged or unreadable"):
+    readers.read(str(path), spec, ["x"], {"x"})
