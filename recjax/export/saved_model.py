@@ -51,7 +51,8 @@ class ServingModule(tf.Module):
 
   def __init__(self, experiment, state):
     super().__init__()
-    self.transform = features_lib.TfTransform(experiment.features)
+    self.transform = features_lib.TfTransform(experiment.features,
+                                              experiment.data.strip_whitespace)
     self._plans = experiment.embedding_plan.groups
     self.tables = tf_tables.variables(state.tables)
     self.params = tf_tables.variables(state.params)

@@ -29,7 +29,7 @@ class TowerModule(tf.Module):
   def __init__(self, experiment, state, tower: str):
     super().__init__()
     features, self._plans, _ = retrieval.tower_parts(experiment, tower)
-    self.transform = features_lib.TfTransform(features)
+    self.transform = features_lib.TfTransform(features, experiment.data.strip_whitespace)
     tables = jax.device_get(state.tables)
     # only the tables this tower reads (under their owning groups: `tables_from`)
     owners = {p.owner(j) for p in self._plans for j in range(len(p.features))}

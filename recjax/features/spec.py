@@ -258,9 +258,10 @@ class TfTransform(tf.Module):
   policy "error", an unparsable number) fails with InvalidArgumentError naming the column.
   """
 
-  def __init__(self, features):
+  def __init__(self, features, strip_whitespace: bool = False):
     super().__init__()
     self._features = tuple(features)
+    self._strip = strip_whitespace       # data.strip_whitespace: the readers' one rule
     self.vocabularies = {f.name: table for f in self._features
                          if (table := f.tf_table()) is not None}
 
@@ -275,6 +276,9 @@ class TfTransform(tf.Module):
     """The transform of `features` (some of this module's) on `columns`, keyed by feature:
     {"ids": {name: ...}, "weights": {name: ...}, "dense": {name: [B, dim]}}. The ranking
     signature transforms the user's features on one row and the items' on N."""
+    if self._strip:    # ASCII whitespace around strings, as the readers trim it in training
+      columns = {k: tf.strings.strip(v) if v.dtype == tf.string else v
+                 for k, v in columns.items()}
     outs = {f.name: f.tf_apply(columns, self.vocabularies.get(f.name)) for f in features}
     checks = [tf.debugging.assert_equal(
         outs[f.name]["lengths"], outs[f.aligned_with]["lengths"],

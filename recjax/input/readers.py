@@ -223,8 +223,8 @@ def _from_table(table: pa.Table, path, data, needed, numeric, where, dropped=Non
       problems.append(Problem("empty_value", array.is_null().to_numpy(zero_copy_only=False),
                               lambda row, name=name: f"column {name!r} is empty"))
       array = array.fill_null("")
-    if data.strip_whitespace:
-      array = pc.utf8_trim_whitespace(array)
+    if data.strip_whitespace:        # ASCII whitespace: the rule the SavedModel applies too
+      array = pc.ascii_trim_whitespace(array)
     columns[name] = _objects(array)
   return Read(columns, where, problems, dropped or {})
 

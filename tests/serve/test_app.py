@@ -497,3 +497,16 @@ def test_the_rank_signature_through_predict_takes_columns_of_two_lengths(world):
   assert status == 200
   np.testing.assert_allclose(answer["outputs"], expected, atol=1e-5, rtol=0)
   assert bad_status == 400 and "'age' is of the user or the context" in bad["error"]
+
+
+def test_spaces_around_a_string_score_as_training_read_them(adult):
+  """data.strip_whitespace: the CSV reader trims " Male"; the SavedModel trims it too."""
+  experiment, versions, instances, direct, _, _ = adult
+  assert experiment.data.strip_whitespace
+  specs = versions.current.inputs(saved_model.SIGNATURE)
+  padded = [{c: f"  {v} " if specs[c].dtype == tf.string else v for c, v in row.items()}
+            for row in instances]
+  serve = tf.saved_model.load(versions.current.path).signatures[saved_model.SIGNATURE]
+  scores = serve(**{c: tf.constant([row[c] for row in padded], specs[c].dtype)
+                    for c in specs})[saved_model.OUTPUT].numpy()
+  np.testing.assert_allclose(scores, direct, atol=1e-6)
