@@ -79,7 +79,10 @@ def initialize(environ: Mapping[str, str] = os.environ) -> Settings | None:
   if jax.distributed.is_initialized():
     return role
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # the coordinator listens on the address it is given (127.0.0.1 for a local run), not on
+  # every interface: its service has no authentication (README: securing a cluster's)
   jax.distributed.initialize(coordinator_address=role.coordinator,
+                             coordinator_bind_address=role.coordinator,
                              num_processes=role.num_processes, process_id=role.process_id,
                              initialization_timeout=INITIALIZATION_TIMEOUT_S)
   return role

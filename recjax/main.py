@@ -21,7 +21,9 @@ and a message naming the key, file or line; nothing else is printed as a traceba
 import argparse
 import dataclasses
 import os
+import pathlib
 import sys
+import tempfile
 
 import numpy as np
 
@@ -134,6 +136,30 @@ def _replay(parser, args, experiment) -> dict:
   return verify.verify(experiment, args.workdir, args.replay)
 
 
+def _check_paths(args) -> None:
+  """The workdir (and predict's output) are usable before any data is read: a workdir that
+  is a file, a run's workdir that cannot be written, an output directory that is missing."""
+  workdir = getattr(args, "workdir", None)
+  if workdir:
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+      raise DataError(f"--workdir {workdir}: is a file, not a directory")
+    if args.command == "train" or (args.command == "export" and not args.output):
+      try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+          pass
+      except OSError as e:
+        raise DataError(f"--workdir {workdir}: cannot be written: {e.strerror}") from None
+    elif args.command in ("evaluate", "export", "predict", "serve") and not path.is_dir():
+      raise DataError(f"--workdir {workdir}: no such directory (train a run there first)")
+  if args.command == "predict":
+    parent = pathlib.Path(args.output).absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+      raise DataError(f"--output {args.output}: the directory {parent} is missing or not "
+                      "writable")
+
+
 def _check_prepared(experiment, args) -> None:
   """Names a prepared file that is absent, and the command that writes it, before any
   reading starts (the reader alone would only say that no file matches)."""
@@ -168,6 +194,7 @@ def run(argv) -> dict:
     return _prepare(parser, args)
   experiment = _experiment(args, overrides)
   _check_prepared(experiment, args)
+  _check_paths(args)
 
   if args.command == "serve":
     from recjax.serve import app

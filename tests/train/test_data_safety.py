@@ -173,3 +173,18 @@ def test_a_corrupt_parquet_page_is_an_error_naming_the_file(tmp_path):
   spec = config_lib.DataSpec(format="parquet", train=(str(path),))
   with pytest.raises(DataError, match=r"rows.parquet: the file is damaged or unreadable"):
     readers.read(str(path), spec, ["x"], {"x"})
+
+
+def test_an_unusable_workdir_or_output_is_named_before_any_data_is_read(adult_run, tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("not a workdir")
+  cases = [(("train", "--workdir", a_file), "is a file, not a directory"),
+           (("train", "--workdir", a_file / "run"), "cannot be written"),
+           (("evaluate", "--workdir", tmp_path / "missing"), "no such directory"),
+           (("predict", "--workdir", adult_run[0], "--input", "unused.csv", "--output",
+             tmp_path / "no" / "such" / "p.csv"), "is missing or not writable")]
+  for args, message in cases:
+    result = run_cli(args[0], "--config", SMOKE, *args[1:], check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+  assert a_file.read_text() == "not a workdir"
