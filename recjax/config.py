@@ -29,6 +29,7 @@ from recjax.export.spec import (  # noqa: F401 (re-exported)
 from recjax.features import spec as features_lib
 from recjax.input.spec import DataSpec, LabelSpec    # noqa: F401 (re-exported)
 from recjax.models import MODELS
+from recjax.models import checks as model_checks
 from recjax.tasks import spec as tasks_lib
 from recjax.train import optim
 
@@ -96,11 +97,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
 
 def _line_in(error: BaseException, file: pathlib.Path) -> int | str:
   """The line of `file` where `error` was raised (its deepest frame in that file)."""
-  line = "?"
-  for frame in traceback.extract_tb(error.__traceback__):
-    if pathlib.Path(frame.filename) == file:
-      line = frame.lineno
-  return line
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+           if pathlib.Path(f.filename) == file]
+  return lines[-1] if lines else "?"
 
 
 def _nearest(key: str, valid) -> str:
@@ -272,6 +271,7 @@ def _model(config, done) -> dict:
   values = dict(config.model)
   name = values.pop("name", None)
   model = build(model_class(name), values, "model")
+  model_checks.sizes(model)
   if hasattr(model, "check"):             # raises ConfigError naming model.<field>
     model.check({g.name: g for g in done["groups"]})
   return {"model_name": name, "model": model}

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "recjax"
 # top-level modules every package may use; the online packages (serve, stream, search) sit on
 # top with main. `__init__` is recjax/__init__.py itself.
 LAYERS = (
-    ("__init__", "errors", "jsonio", "sharding", "allocator", "distributed"),
+    ("__init__", "errors", "fingerprint", "jsonio", "sharding", "allocator", "distributed"),
     ("features",),
     ("input", "datasets"),
     ("embedding",),

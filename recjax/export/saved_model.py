@@ -10,12 +10,14 @@ second signature, `rank` (`ranking`), scores N items for one user. `save` writes
 atomically.
 """
 
+import json
 import pathlib
 import shutil
 import tempfile
 
 import tensorflow as tf
 
+from recjax import fingerprint
 from recjax.export import ranking
 from recjax.export import tf_tables
 from recjax.features import spec as features_lib
@@ -92,7 +94,7 @@ def readable_by_all(root: pathlib.Path) -> None:
     path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def save(module: tf.Module, directory) -> pathlib.Path:
+def save(module: tf.Module, directory, extra: dict[str, str] | None = None) -> pathlib.Path:
   """Saves `module` to `directory` atomically: its `serve` as the `SIGNATURE` and any other
   `signatures()` it has (the ranking one). Written to a hidden temporary sibling, then
   renamed, so a reader, a TF-Serving watcher or a killed run never sees half a SavedModel;
@@ -106,6 +108,9 @@ def save(module: tf.Module, directory) -> pathlib.Path:
     signatures |= module.signatures()
   try:
     tf.saved_model.save(module, str(tmp), signatures=signatures)
+    for name, text in (extra or {}).items():      # assets.extra: files TF-Serving ignores
+      (tmp / "assets.extra").mkdir(exist_ok=True)
+      (tmp / "assets.extra" / name).write_text(text)
     readable_by_all(tmp)
     if directory.exists():
       directory.rename(old)
@@ -116,6 +121,12 @@ def save(module: tf.Module, directory) -> pathlib.Path:
   return directory
 
 
+FINGERPRINT = "recjax_fingerprint.json"
+
+
 def export(experiment, state, directory) -> pathlib.Path:
-  """Writes the whole model's SavedModel to `directory` atomically (`save`)."""
-  return save(ServingModule(experiment, state), directory)
+  """Writes the whole model's SavedModel to `directory` atomically (`save`), the config's
+  fingerprint (`recjax.fingerprint`) in its assets.extra, so a model is traced to what made
+  it."""
+  meaning = json.dumps(fingerprint.of(experiment), indent=1, sort_keys=True)
+  return save(ServingModule(experiment, state), directory, {FINGERPRINT: meaning})

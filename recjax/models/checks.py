@@ -8,6 +8,7 @@ model.<field>: ...` before any data is read, instead of a traceback at the first
 These helpers keep each message in one form: the key, the value, what is valid.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 from recjax.errors import ConfigError
@@ -49,3 +50,14 @@ def group(model, field: str, groups: dict, sequence: bool | None = None):
                       + ("a sequence group (combiner 'none')" if sequence
                          else "a pooled group (not combiner 'none')"))
   return found
+
+
+def sizes(model) -> None:
+  """Layer widths and dimensions are 1 or more: a 0 or negative one would crash at init."""
+  for field in dataclasses.fields(model):
+    value, name = getattr(model, field.name, None), field.name
+    sized = name == "hidden" or name.endswith(("_hidden", "_dim", "_units")) or name in (
+        "num_heads", "num_experts", "num_layers")
+    values = value if isinstance(value, tuple) else (value,)
+    if sized and any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values):
+      raise ConfigError(f"model.{name}: {value!r} holds a size under 1")

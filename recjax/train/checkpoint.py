@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from recjax.errors import RecjaxError
-from recjax.train import fingerprint as fingerprint_lib
+from recjax import fingerprint as fingerprint_lib
 
 
 FILES = "recjax_files.json"

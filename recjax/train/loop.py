@@ -29,7 +29,7 @@ import tqdm
 from recjax import jsonio
 from recjax.train import bookkeeping
 from recjax.train import checkpoint
-from recjax.train import fingerprint
+from recjax import fingerprint
 from recjax.embedding import tables as embedding
 from recjax.features import spec as features_lib
 from recjax.embedding import hugepages

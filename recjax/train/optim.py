@@ -17,6 +17,11 @@ class DenseOptimizer:
   def __post_init__(self):
     if self.name not in _OPTIMIZERS:
       raise ValueError(f"name {self.name!r} is not one of {', '.join(_OPTIMIZERS)}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning_rate {self.learning_rate} is not positive")
+    for name in ("weight_decay", "warmup_steps", "decay_steps", "clip_norm"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} {getattr(self, name)} is negative")
 
   def schedule(self) -> optax.Schedule:
     if self.decay_steps:

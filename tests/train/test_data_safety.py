@@ -91,6 +91,8 @@ def test_export_output_leaves_every_other_file_of_the_base_path_byte_identical(a
   run_cli("export", "--config", SMOKE, "--workdir", adult_run[0], "--output", base)
   assert digest() == before
   assert (base / "30" / "saved_model.pb").exists()
+  meaning = json.loads((base / "30" / "assets.extra" / "recjax_fingerprint.json").read_text())
+  assert meaning["features.age.mean"] == 38.5816 and meaning["model.class"] == "WideDeep"
 
 
 def test_labels_that_never_match_positive_stop_the_run_naming_the_values(tmp_path):
@@ -188,3 +190,21 @@ def test_an_unusable_workdir_or_output_is_named_before_any_data_is_read(adult_ru
     assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
     assert "Traceback" not in result.stderr
   assert a_file.read_text() == "not a workdir"
+
+
+MORE_BAD = [
+    ("--config.features.occupation.hash_bucket_size=0",
+     "hash_bucket_size is 0 and there is no vocabulary"),
+    ("--config.model.hidden=(0,)", "model.hidden: (0,) holds a size under 1"),
+    ("--config.optimizer.dense.learning_rate=-1.0", "learning_rate -1.0 is not positive"),
+]
+
+
+@pytest.mark.parametrize("override,message", MORE_BAD, ids=[m for _, m in MORE_BAD])
+def test_sizes_and_rates_that_would_crash_at_init_are_named(tmp_path, override, message):
+  from recjax import config as config_lib
+  from recjax.errors import ConfigError
+  config = config_lib.load(SMOKE)
+  config_lib.override(config, override[len("--config."):])
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    config_lib.experiment(config)

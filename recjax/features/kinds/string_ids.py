@@ -46,9 +46,14 @@ def resolve(feature) -> None:
     if feature.vocabulary:
       raise ValueError("set vocabulary or vocabulary_file, not both")
     object.__setattr__(feature, "vocabulary", read_vocabulary(feature.vocabulary_file))
-  if bool(feature.hash_bucket_size) == bool(feature.vocabulary):
-    raise ValueError("set exactly one of hash_bucket_size and vocabulary (or vocabulary_file)")
   if feature.hash_bucket_size < 0 or feature.num_oov_buckets < 1:
+    raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
+  if not feature.hash_bucket_size and not feature.vocabulary:
+    raise ValueError("hash_bucket_size is 0 and there is no vocabulary: set hash_bucket_size "
+                     "to 1 or more, or give a vocabulary (or vocabulary_file)")
+  if feature.hash_bucket_size and feature.vocabulary:
+    raise ValueError("set exactly one of hash_bucket_size and vocabulary (or vocabulary_file)")
+  if feature.num_oov_buckets < 1:
     raise ValueError("hash_bucket_size must be positive and num_oov_buckets at least 1")
   if len(set(feature.vocabulary)) != len(feature.vocabulary):
     raise ValueError("vocabulary holds duplicates")
