@@ -10,7 +10,9 @@ second signature, `rank` (`ranking`), scores N items for one user. `save` writes
 atomically.
 """
 
+import ctypes
 import json
+import os
 import pathlib
 import shutil
 import tempfile
@@ -86,6 +88,17 @@ class ServingModule(tf.Module):
     return {ranking.SIGNATURE: self._ranker.function.get_concrete_function()}
 
 
+def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+  """Swaps two directories in one step (Linux renameat2 RENAME_EXCHANGE), so a model being
+  replaced is never absent, even for an instant; False where the system cannot."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_cwd, exchange = -100, 2
+    return libc.renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
+  except (AttributeError, OSError):
+    return False
+
+
 def readable_by_all(root: pathlib.Path) -> None:
   """Directories 0755 and files 0644 under `root` (mkdtemp makes 0700): a serving process
   running as another user must be able to read the model."""
@@ -98,7 +111,8 @@ def save(module: tf.Module, directory, extra: dict[str, str] | None = None) -> p
   """Saves `module` to `directory` atomically: its `serve` as the `SIGNATURE` and any other
   `signatures()` it has (the ranking one). Written to a hidden temporary sibling, then
   renamed, so a reader, a TF-Serving watcher or a killed run never sees half a SavedModel;
-  a directory already there is renamed aside first and removed after the new one is in."""
+  a directory already there is swapped with the new one in one step (`_exchange`), then
+  removed."""
   directory = pathlib.Path(directory).absolute()
   directory.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
@@ -112,9 +126,11 @@ def save(module: tf.Module, directory, extra: dict[str, str] | None = None) -> p
       (tmp / "assets.extra").mkdir(exist_ok=True)
       (tmp / "assets.extra" / name).write_text(text)
     readable_by_all(tmp)
-    if directory.exists():
+    if not directory.exists():
+      tmp.rename(directory)
+    elif not _exchange(tmp, directory):      # (swapped: tmp holds the old model, removed below)
       directory.rename(old)
-    tmp.rename(directory)
+      tmp.rename(directory)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)

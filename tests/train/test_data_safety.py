@@ -57,7 +57,10 @@ def test_a_checkpoint_of_a_changed_config_is_refused_naming_the_key(adult_run, t
   for override, named in (("--config.features.age.mean=40.0", "features.age.mean changed"),
                           ("--config.features.race.vocabulary=('Black','White',"
                            "'Asian-Pac-Islander','Amer-Indian-Eskimo','Other')",
-                           "features.race.vocabulary changed")):
+                           "features.race.vocabulary changed"),
+                          ("--config.features.occupation.hash_bucket_size=65",
+                           "features.occupation.hash_bucket_size changed"),
+                          ("--config.model.hidden=(64,32)", "model.hidden changed")):
     result = run_cli("train", "--config", SMOKE, "--workdir", workdir, override,
                      "--config.train.steps=40", check=False)
     assert result.returncode == 2, result.stderr[-2000:]
