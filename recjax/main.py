@@ -8,7 +8,7 @@
   recjax serve    --config ... --workdir DIR [--store redis://H:P/DB] [--host H] [--port P]
   recjax features load --config ... --entity user|item [--input FILES] [--store URL]
   recjax prepare  --dataset movielens|amazon_electronics [--variant full|smoke] [--source DIR]
-  recjax replay join     --config ... --replay DIR --labels GLOB --output DIR [--engine duckdb|spark]
+  recjax replay join     --config ... --replay DIR --labels GLOB --output DIR [--engine spark]
   recjax replay coverage --config ... --replay DIR [--output report.json] [--plot coverage.png]
   recjax replay verify   --config ... --workdir DIR --replay DIR
 

@@ -10,9 +10,9 @@ by the training data's most frequent values plus "other".
 A window alarms for a column when its present share falls below `min_present` x the
 column's present share in the training data (a column that is often empty in training is
 held to that), or its PSI exceeds `max_psi` in a window of at least PSI_MIN_EVENTS requests
-(a user's columns take one value per request: fewer requests are too few to judge by). `run` prints each alarm naming the column and
-window and returns them; the command exits with ALARM_STATUS when there is one, so a
-scheduler can act on it. `plot` draws the present share of every column over time, the
+(a user's columns take one value per request: fewer requests are too few to judge by).
+`run` prints each alarm naming the column and window and returns them; the command exits
+with ALARM_STATUS when there is one, so a scheduler can act on it. `plot` draws the present share of every column over time, the
 alarmed ones in red, as a PNG.
 """
 
