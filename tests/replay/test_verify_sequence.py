@@ -4,8 +4,6 @@ by JAX through the training pipeline, within 1e-5."""
 
 import asyncio
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -20,28 +18,17 @@ from recjax.serve import versions as versions_lib
 from recjax.serve.app import Server
 from recjax.train import loop as train
 from tests.conftest import ROOT
+from tests.serve import entities
 
 DIN = f"{ROOT / 'configs' / 'synthetic_din.py'}:din,smoke"
 USER = ("user", "hist_item", "hist_cat", "user_vec")
 ITEM = ("item", "cat", "price", "cat_ctr")
 
 
-def _entity_files(table, root) -> dict:
-  """The first row of each user and item key of `table`, as the store's Parquet tables."""
-  files = {}
-  for entity, key, columns in (("user", "user", USER), ("item", "item", ITEM)):
-    keys = table[key].to_pylist()
-    first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
-    part = table.select(list(columns)).take(first)
-    part = part.set_column(part.schema.get_field_index(key), key, part[key].cast(pa.string()))
-    files[entity] = root / f"{entity}s.parquet"
-    pq.write_table(part, files[entity])
-  return files
-
-
 def test_din_scores_in_the_replay_log_re_score_within_1e_5(tmp_path):
   table = synthetic.generate(config_lib.experiment(config_lib.load(DIN)).data.synthetic, "eval")
-  files = _entity_files(table, tmp_path)
+  files = entities.first_rows(table, (("user", "user", USER), ("item", "item", ITEM)),
+                              tmp_path)
   config = config_lib.load(DIN)
   with config.unlocked():
     config.serving = dict(user=dict(key="user", columns=USER, files=(str(files["user"]),)),

@@ -57,3 +57,17 @@ def items(rows: int, tag: str = "a", seed: int = 0, first: int = 0) -> pa.Table:
 def write(table: pa.Table, path, row_group_size: int = 10_000):
   pq.write_table(table, str(path), row_group_size=row_group_size)
   return str(path)
+
+
+def first_rows(table: pa.Table, entities, root) -> dict:
+  """Entity tables from a log: for each (entity, key, columns), the first row of each key,
+  the key as a string, written to `root/<entity>s.parquet`; {entity: path}."""
+  files = {}
+  for entity, key, columns in entities:
+    keys = table[key].to_pylist()
+    first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
+    part = table.select(list(columns)).take(first)
+    part = part.set_column(part.schema.get_field_index(key), key, part[key].cast(pa.string()))
+    files[entity] = root / f"{entity}s.parquet"
+    pq.write_table(part, files[entity])
+  return files

@@ -41,6 +41,7 @@ from recjax.serve.redis_server import RedisServer
 from recjax.serve import versions as versions_lib
 from recjax.train import loop as train
 from tests.conftest import ADULT_CONFIG, ROOT, run_cli
+from tests.serve import entities
 
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
                  "occupation", "relationship", "race", "gender", "capital_gain",
@@ -226,14 +227,7 @@ def world(tmp_path_factory):
   Parquet tables (first row of each key in the eval split) and requests to send."""
   root = tmp_path_factory.mktemp("rank_world")
   table = synthetic.generate(config_lib.experiment(config_lib.load(SMOKE)).data.synthetic, "eval")
-  files = {}
-  for entity, key, columns in (("user", "user", USER), ("item", "item", ITEM)):
-    keys = table[key].to_pylist()
-    first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
-    part = table.select(list(columns)).take(first)
-    part = part.set_column(part.schema.get_field_index(key), key, part[key].cast(pa.string()))
-    files[entity] = root / f"{entity}s.parquet"
-    pq.write_table(part, files[entity])
+  files = entities.first_rows(table, (("user", "user", USER), ("item", "item", ITEM)), root)
   config = config_lib.load(SMOKE)
   with config.unlocked():
     config.serving = dict(user=dict(key="user", columns=USER, files=(str(files["user"]),)),
