@@ -198,5 +198,5 @@ def test_groups_must_name_declared_id_features():
 def test_missing_config_file_and_bad_arg():
   with pytest.raises(ConfigError, match="config file not found: nowhere.py"):
     config_lib.load("nowhere.py")
-  with pytest.raises(ValueError, match="unknown config arg 'smok'"):
+  with pytest.raises(ConfigError, match="unknown config arg 'smok'"):
     config_lib.load(f"{ADULT_CONFIG}:smok")

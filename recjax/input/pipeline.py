@@ -203,19 +203,20 @@ def load_split(experiment, split: str, *, with_labels: bool = True,
   return Split(arrays, tuple(files), tally.summary, groups)
 
 
-def _check_classes(experiment, arrays, files) -> None:
-  """A binary task whose training labels are all one class cannot learn (and its AUC is
-  NaN): most often `label.positive` matches no value, e.g. " >50K" read with its space."""
+def _check_classes(experiment, arrays, files, at_least: int = 100) -> None:
+  """A binary task whose training labels (`at_least` of them or more) are all one class
+  cannot learn, and its AUC is NaN: most often `label.positive` matches no value, e.g.
+  " >50K" read with its space."""
   for task in experiment.tasks:
     if not task.kind.binary or task.name not in arrays["labels"]:
       continue
     values = arrays["labels"][task.name][arrays["label_masks"][task.name] > 0]
-    if not len(values) or values.min() != values.max():
+    if len(values) < at_least or values.min() != values.max():
       continue
     try:
       seen = np.unique(readers.read(files[0], experiment.data, [task.label], set()).columns[
           task.label].astype(str))
-      shown = ", ".join(repr(v) for v in seen[:8]) + (" ..." if len(seen) > 8 else "")
+      shown = ", ".join(repr(str(v)) for v in seen[:8]) + (" ..." if len(seen) > 8 else "")
     except Exception as e:      # noqa: BLE001 - the message is the point; say why not
       shown = f"(not read again: {type(e).__name__})"
     why = (f"{'no' if values[0] == 0 else 'every'} value is one of positive "

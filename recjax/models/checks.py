@@ -53,11 +53,14 @@ def group(model, field: str, groups: dict, sequence: bool | None = None):
 
 
 def sizes(model) -> None:
-  """Layer widths and dimensions are 1 or more: a 0 or negative one would crash at init."""
+  """Layer widths are 1 or more and dimensions not negative (0 may mean "none", as a
+  transformer's ffn_dim does): a bad one would crash at init, not name its key."""
   for field in dataclasses.fields(model):
-    value, name = getattr(model, field.name, None), field.name
-    sized = name == "hidden" or name.endswith(("_hidden", "_dim", "_units")) or name in (
-        "num_heads", "num_experts", "num_layers")
+    name, value = field.name, getattr(model, field.name, None)
+    widths = name == "hidden" or name.endswith("_hidden") or name in ("num_heads",)
+    sized = widths or name.endswith(("_dim", "_units")) or name.startswith("num_")
     values = value if isinstance(value, tuple) else (value,)
-    if sized and any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values):
-      raise ConfigError(f"model.{name}: {value!r} holds a size under 1")
+    ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if sized and any(v < (1 if widths else 0) for v in ints):
+      what = "a width under 1" if widths else "a negative size"
+      raise ConfigError(f"model.{name}: {value!r} holds {what}")

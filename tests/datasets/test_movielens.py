@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from recjax import config as config_lib
 from recjax.datasets import paths
+from recjax.errors import ConfigError
 from recjax.export import saved_model as export
 from recjax.input import pipeline as input_lib
 from recjax import sharding
@@ -82,6 +83,6 @@ def test_the_arg_picks_the_fold_and_the_model(arg, model, fold):
 
 @pytest.mark.parametrize("arg", ["u6", "fm,deepfm", "u1,u2", "side"])
 def test_an_unknown_arg_names_the_valid_ones(arg):
-  with pytest.raises(ValueError, match=r"expected at most one fold \(u1, u2, u3, u4, u5\), "
+  with pytest.raises(ConfigError, match=r"expected at most one fold \(u1, u2, u3, u4, u5\), "
                                        r"one model \(fm, deepfm\)"):
     config_lib.load(f"{CONFIG}:{arg}")

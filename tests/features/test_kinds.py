@@ -412,7 +412,7 @@ def test_saved_model_with_every_kind_equals_jax_on_raw_rows(tmp_path):
 
 @pytest.mark.parametrize("name, spec, match", [
     ("t", dict(kind="tag", hash_bucket_size=10), r"features\.t: max_len must be positive"),
-    ("t", dict(kind="tag", max_len=2), r"features\.t: set exactly one of hash_bucket_size"),
+    ("t", dict(kind="tag", max_len=2), r"features\.t: hash_bucket_size is 0 and there is no"),
     ("n", dict(kind="identity", num_buckets=10, out_of_range="clip"), r"features\.n: .*'clip'"),
     ("n", dict(kind="identity", num_buckets=10, default=10), r"features\.n: default 10"),
     ("x", dict(kind="numeric", min=1.0), r"features\.x: set both min and max"),
@@ -421,7 +421,7 @@ def test_saved_model_with_every_kind_equals_jax_on_raw_rows(tmp_path):
     ("c", dict(kind="combo", inputs=("a",), hash_bucket_size=5), r"features\.c: .*two columns"),
     ("s", dict(kind="sequence", max_len=2, hash_bucket_size=5, keep="middle"), r"'middle'"),
     ("l", dict(kind="lookup", map_column="m", key_column="k", result="id"),
-     r"features\.l: set exactly one"),
+     r"features\.l: hash_bucket_size is 0 and there is no vocabulary"),
     ("l", dict(kind="lookup", map_column="m", key_column="k", hash_bucket_size=3),
      r'features\.l: .*for result "id"'),
     ("t", dict(kind="tag", max_len=2, hash_bucket_size=5, weight=True),
