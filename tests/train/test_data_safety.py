@@ -198,7 +198,7 @@ def test_an_unusable_workdir_or_output_is_named_before_any_data_is_read(adult_ru
 MORE_BAD = [
     ("--config.features.occupation.hash_bucket_size=0",
      "hash_bucket_size is 0 and there is no vocabulary"),
-    ("--config.model.hidden=(0,)", "model.hidden: (0,) holds a size under 1"),
+    ("--config.model.hidden=(0,)", "model.hidden: (0,) holds a width under 1"),
     ("--config.optimizer.dense.learning_rate=-1.0", "learning_rate -1.0 is not positive"),
 ]
 
