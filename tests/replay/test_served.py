@@ -195,7 +195,11 @@ def test_a_server_killed_mid_traffic_leaves_readable_parts_and_counts_its_losses
       with urllib.request.urlopen(request, timeout=30) as r:
         assert r.status == 200
       answered.append((time.monotonic(), len(body["items"])))
-      if len(answered) == 150:
+      if len(answered) == 100:                    # a first part is flushed (0.5 s) ...
+        deadline = time.monotonic() + 30
+        while not writer_lib.parts(replay_dir) and time.monotonic() < deadline:
+          time.sleep(0.05)
+      if len(answered) == 150:                    # ... and rows are buffered after it
         killed_at = time.monotonic()
         process.send_signal(signal.SIGKILL)         # mid-traffic: no flush, no cleanup
         break
