@@ -37,6 +37,9 @@ class EntitySpec:
   files: tuple[str, ...] = ()       # Parquet tables of the entity: the embedded store's data
 
 
+MIN_PRESENT = 0.9                   # serving.replay.min_present of a column not named
+
+
 @dataclasses.dataclass(frozen=True)
 class ReplaySpec:
   """The replay log (`serving.replay`): what the ranking service logs of each request it
@@ -52,7 +55,7 @@ class ReplaySpec:
   sum_labels: tuple[str, ...] = ()  # label columns summed over a row's events (watch time);
                                     #   the others take the maximum (a click)
   coverage_window_s: float = 3600.0  # `replay coverage` reports per window of this length
-  min_present: Any = 0.9            # a feature present (not defaulted) in fewer rows of a
+  min_present: Any = MIN_PRESENT    # a feature present (not defaulted) in fewer rows of a
                                     #   window raises the alarm; {column: share} per column
   max_psi: float = 0.25             # a feature whose distribution moved further from the
                                     #   training data's (population stability index) too
@@ -74,7 +77,7 @@ class ReplaySpec:
 
   def min_present_of(self, column: str) -> float:
     if isinstance(self.min_present, dict):
-      return float(self.min_present.get(column, 0.9))
+      return float(self.min_present.get(column, MIN_PRESENT))
     return float(self.min_present)
 
 

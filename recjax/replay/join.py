@@ -182,8 +182,8 @@ def _duckdb(plan, replay_files, label_files, path) -> dict:
     tmp = path.with_name(f".{path.name}.tmp")
     con.execute(f"COPY ({rows}) TO '{tmp}' (FORMAT parquet)")
     tmp.replace(path)
-    names = [d[0] for d in con.execute(counts).description]
-    return dict(zip(names, con.execute(counts).fetchone()))
+    result = con.execute(counts)
+    return dict(zip([d[0] for d in result.description], result.fetchone()))
   finally:
     con.close()
 
